@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("L2S_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# One torch thread is faster than two for the tiny models of the tests on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _torch_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+_torch_threads()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real benchmarks, real outputs, tokenizers): CI has it, a user's clone may not."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set L2S_SHARED_DATA); skipping real-data test")
+    return SHARED_DATA
