@@ -1,0 +1,183 @@
+"""Preference data for one ablation variant, its per-problem stats, and the run directory that holds them.
+
+Output directory (appears whole or not at all)::
+
+    dataset/        datasets.Dataset (save_to_disk): TRL's conversational preference format
+                    (prompt / chosen / rejected as message lists), or prompt / completion for ``sft``,
+                    plus metadata columns (id, level, kind, lengths, styles, correctness)
+    pairs.jsonl     the same rows, one JSON object per line (easy to read and diff)
+    problems.csv    per problem: acc_L, acc_S, preferred style, mean lengths, pairs made, drop reason
+    summary.json    counts, how many problems prefer long (overall and by level), pair lengths
+    config.json     PairsConfig + inputs (paths, sha256) ;  provenance.json
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from l2s.io import atomic_output_dir, atomic_write_json, atomic_write_text, write_jsonl
+from l2s.prefs.config import PairsConfig
+from l2s.prefs.groups import Group, Sample, build_groups, chatml_messages, generations_path, load_problem_messages
+from l2s.prefs.pairs import (accuracy, default_epsilon, group_pairs, instance_pairs, preferred_style,
+                             shortest_vs_longest)
+
+PROBLEM_COLUMNS = ("dataset", "id", "level", "k_long", "k_short", "acc_long", "acc_short", "acc_diff", "epsilon",
+                   "preferred", "kept", "drop_reason", "mean_tokens_long", "mean_tokens_short",
+                   "shortest_correct_preferred", "n_group", "n_instance", "n_baseline", "n_sft")
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(mean(xs), 4) if xs else None
+
+
+def problem_pairs(group: Group, config: PairsConfig) -> tuple[dict[str, Any], list[tuple[str, Sample, Sample]]]:
+    """Stats of one problem and its ``(kind, chosen, rejected)`` pairs under ``config``."""
+    acc_l, acc_s = accuracy(group.long), accuracy(group.short)
+    eps = config.epsilon if config.epsilon is not None else default_epsilon(len(group.long))
+    pref = preferred_style(acc_l, acc_s, eps)
+    preferred, other = (group.long, group.short) if pref == "long" else (group.short, group.long)
+    correct_pref = [s.n_tokens for s in preferred if s.correct]
+    stats = {"dataset": group.dataset, "id": group.id, "level": group.level, "k_long": len(group.long),
+             "k_short": len(group.short), "acc_long": round(acc_l, 6), "acc_short": round(acc_s, 6),
+             "acc_diff": round(acc_l - acc_s, 6), "epsilon": round(eps, 6), "preferred": pref,
+             "kept": True, "drop_reason": "",
+             "mean_tokens_long": _mean([s.n_tokens for s in group.long]),
+             "mean_tokens_short": _mean([s.n_tokens for s in group.short]),
+             "shortest_correct_preferred": min(correct_pref) if correct_pref else None}
+    pairs: list[tuple[str, Sample, Sample]] = []
+    if config.drop_both_zero and acc_l == 0 and acc_s == 0:
+        stats.update(kept=False, drop_reason="both_zero")
+    else:
+        v = config.variant
+        if v in ("bilevel", "group", "sft"):
+            rng = random.Random(f"{config.seed}:{group.key}")
+            pairs += [("group", c, r) for c, r in group_pairs(preferred, other, config.m1, rng)]
+        if v in ("bilevel", "instance"):
+            pairs += [("instance", c, r) for c, r in instance_pairs(preferred, config.m2, config.instance_rejected)]
+        if v == "shortest_vs_longest":
+            source = group.long if config.baseline_source == "long" else group.long + group.short
+            pairs += [("baseline", c, r) for c, r in shortest_vs_longest(source, config.baseline_pairs)]
+    for kind in ("group", "instance", "baseline"):
+        stats[f"n_{kind}"] = sum(k == kind for k, _, _ in pairs)
+    stats["n_sft"] = len({c for k, c, _ in pairs if k == "group"}) if config.variant == "sft" else 0
+    return stats, pairs
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _records(group: Group, messages: list[dict[str, str]], pairs, variant: str) -> list[dict[str, Any]]:
+    base = {"dataset": group.dataset, "id": group.id, "level": group.level, "prompt": messages}
+    if variant == "sft":  # unique group-level chosen responses, in first-drawn order
+        chosen = list(dict.fromkeys(c for _, c, _ in pairs))
+        return [{**base, "completion": _assistant(c.response), "kind": "sft", "style": c.style,
+                 "sample": c.sample, "correct": c.correct, "n_tokens": c.n_tokens} for c in chosen]
+    return [{**base, "chosen": _assistant(c.response), "rejected": _assistant(r.response), "kind": kind,
+             "chosen_style": c.style, "chosen_sample": c.sample, "chosen_correct": c.correct,
+             "chosen_tokens": c.n_tokens, "rejected_style": r.style, "rejected_sample": r.sample,
+             "rejected_correct": r.correct, "rejected_tokens": r.n_tokens} for kind, c, r in pairs]
+
+
+def summarize(problems: list[dict[str, Any]], records: list[dict[str, Any]], config: PairsConfig) -> dict[str, Any]:
+    """How many problems prefer long (overall and by level) and what the pairs look like."""
+    def block(ps: list[dict[str, Any]]) -> dict[str, Any]:
+        kept = [p for p in ps if p["kept"]]
+        n_long = sum(p["preferred"] == "long" for p in kept)
+        return {"n_problems": len(ps), "n_kept": len(kept), "n_dropped_both_zero": len(ps) - len(kept),
+                "n_prefer_long": n_long, "n_prefer_short": len(kept) - n_long,
+                "frac_prefer_long": round(n_long / len(kept), 6) if kept else None,
+                "acc_long": _mean([p["acc_long"] for p in ps]), "acc_short": _mean([p["acc_short"] for p in ps]),
+                "mean_tokens_long": _mean([p["mean_tokens_long"] for p in ps]),
+                "mean_tokens_short": _mean([p["mean_tokens_short"] for p in ps])}
+
+    levels = sorted({p["level"] for p in problems if p["level"] is not None})
+    by_kind: dict[str, Any] = {}
+    for kind in sorted({r["kind"] for r in records}):
+        rs = [r for r in records if r["kind"] == kind]
+        if kind == "sft":
+            by_kind[kind] = {"n": len(rs), "mean_tokens": _mean([r["n_tokens"] for r in rs]),
+                             "frac_correct": _mean([float(r["correct"]) for r in rs])}
+            continue
+        by_kind[kind] = {"n": len(rs), "mean_chosen_tokens": _mean([r["chosen_tokens"] for r in rs]),
+                         "mean_rejected_tokens": _mean([r["rejected_tokens"] for r in rs]),
+                         "frac_chosen_correct": _mean([float(r["chosen_correct"]) for r in rs]),
+                         "frac_chosen_long": _mean([float(r["chosen_style"] == "long") for r in rs])}
+    return {"variant": config.variant, "n_rows": len(records), "overall": block(problems),
+            "by_level": {str(lv): block([p for p in problems if p["level"] == lv]) for lv in levels},
+            "rows_by_kind": by_kind}
+
+
+def build_pairs(long_run: str | Path, short_run: str | Path, config: PairsConfig,
+                problems_file: str | Path | None = None) -> tuple[list[dict], list[dict], dict]:
+    """``(records, per-problem stats, summary)`` for the two runs' graded samples."""
+    groups = build_groups(long_run, short_run, config.require_same_problems)
+    problem_messages = load_problem_messages(problems_file) if problems_file else None
+    records, problems = [], []
+    for group in groups:
+        stats, pairs = problem_pairs(group, config)
+        problems.append(stats)
+        if not pairs:
+            continue
+        if problem_messages is None:
+            messages = chatml_messages(group.prompt)
+        else:
+            messages = problem_messages.get((group.dataset, group.id)) or problem_messages.get(("", group.id))
+            if messages is None:
+                raise ValueError(f"problem {group.id!r} is not in the problems file {problems_file}")
+        records += _records(group, messages, pairs, config.variant)
+    return records, problems, summarize(problems, records, config)
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
+    return buf.getvalue()
+
+
+def to_dataset(records: list[dict[str, Any]]):
+    """A ``datasets.Dataset`` whose fingerprint is the rows' hash: same rows, same bytes on disk."""
+    from datasets import Dataset
+
+    blob = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+    ds = Dataset.from_list(records)
+    return Dataset(ds.data, info=ds.info, fingerprint=hashlib.sha256(blob.encode()).hexdigest()[:16])
+
+
+def write_pairs(out: str | Path, long_run: str | Path, short_run: str | Path, config: PairsConfig,
+                problems_file: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Build the pairs and write the run directory ``out`` atomically; returns ``out``."""
+    from l2s.provenance import file_sha256, provenance
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    records, problems, summary = build_pairs(long_run, short_run, config, problems_file)
+    if not records:
+        raise ValueError(f"no preference rows: all {len(problems)} problems were dropped or gave no pair "
+                         f"(both models wrong everywhere, or identical responses); nothing written")
+    inputs = {}
+    for role, path in (("long", long_run), ("short", short_run), ("problems", problems_file)):
+        if path is not None:
+            p = generations_path(path) if role != "problems" else Path(path)
+            inputs[role] = {"path": str(p), "sha256": file_sha256(p)}
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        to_dataset(records).save_to_disk(str(tmp / "dataset"))
+        write_jsonl(tmp / "pairs.jsonl", records)
+        atomic_write_text(tmp / "problems.csv", _csv(problems, PROBLEM_COLUMNS))
+        atomic_write_json(tmp / "summary.json", summary)
+        atomic_write_json(tmp / "config.json", {"kind": "pairs", "pairs": config.to_dict(), "inputs": inputs,
+                                                "format": "prompt-completion" if config.variant == "sft"
+                                                else "preference"})
+        atomic_write_json(tmp / "provenance.json", provenance(seed=config.seed))
+    return out
