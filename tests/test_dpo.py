@@ -1,0 +1,183 @@
+"""DPO / SFT on a micro random Qwen2 with the toy tokenizer: a few CPU steps, checkpoints that load and generate."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2s.cli import main
+from l2s.dpo import PRESETS, TrainConfig, preset_config, train
+from l2s.io import write_jsonl
+from l2s.prefs import PairsConfig, write_pairs
+from l2s.toy import task
+from l2s.toy.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def micro_model(tmp_path_factory) -> Path:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    assert len(tok) <= config.vocab_size
+    path = tmp_path_factory.mktemp("micro") / "model"
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _runs(root: Path) -> tuple[Path, Path]:
+    """Toy problems: the long model writes `long` solutions (1 in 4 wrong), the short one `short` (all right)."""
+    tok = build_tokenizer()
+    rng = random.Random(0)
+    long, short = [], []
+    for n in range(6):
+        p = task.sample_problem(rng, level=1 + n % 5)
+        prompt = tok.apply_chat_template([{"role": "user", "content": p.text()}], tokenize=False,
+                                         add_generation_prompt=True)
+        for style, rows in (("long", long), ("short", short)):
+            for k in range(4):
+                text = task.solution(p, style)
+                wrong = style == "long" and k == 3
+                if wrong:
+                    text = text.replace(f"\\boxed{{{p.answer}}}", f"\\boxed{{{p.answer % 8 + 1}}}")
+                rows.append({"id": f"p{n}", "dataset": "toy", "level": p.level, "sample": k, "prompt": prompt,
+                             "response": text, "correct": not wrong, "n_tokens": len(tok(text)["input_ids"])})
+    for name, rows in (("long", long), ("short", short)):
+        (root / name).mkdir()
+        write_jsonl(root / name / "generations.jsonl", rows)
+    return root / "long", root / "short"
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pairs")
+    long, short = _runs(root)
+    return {v: write_pairs(root / v, long, short, PairsConfig(variant=v, m1=2)) for v in ("group", "sft")}
+
+
+def _losses(ckpt: Path) -> list[float]:
+    return [h["loss"] for h in json.loads((ckpt / "l2s_train.json").read_text())["log_history"] if "loss" in h]
+
+
+def _generates(ckpt: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(ckpt), AutoTokenizer.from_pretrained(ckpt)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Where is the ball ?"}], return_tensors="pt",
+                                     add_generation_prompt=True, return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_dpo_full_finetune_smoke(micro_model, pairs, tmp_path):
+    config = preset_config("toy", rpo_alpha=None, learning_rate=1e-2, max_steps=4, effective_batch_size=4,
+                           per_device_train_batch_size=4, logging_steps=1, warmup=0.0)
+    out = train(micro_model, pairs["group"], tmp_path / "dpo", config)
+    losses = _losses(out)
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)     # policy == reference at step 0: -log σ(0)
+    assert losses[-1] < losses[0]                                # it learns to prefer the chosen responses
+    meta = json.loads((out / "l2s_train.json").read_text())
+    assert meta["method"] == "dpo" and meta["config"]["preset"] == "toy" and meta["pairs"]["n_rows"] == 12
+    assert meta["provenance"]["packages"]["trl"] and meta["model"]["sha256:config.json"]
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    before, after = _weights(micro_model), _weights(out)
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    _generates(out)
+    assert not list(tmp_path.glob(".dpo*"))
+
+
+def test_rpo_alpha_adds_the_nll_of_the_chosen(micro_model, pairs, tmp_path):
+    config = preset_config("toy", rpo_alpha=0.5, max_steps=1, effective_batch_size=12,
+                           per_device_train_batch_size=12, logging_steps=1, warmup=0.0)
+    out = train(micro_model, pairs["group"], tmp_path / "rpo", config)
+    # step 0: log 2 + α · mean NLL of the chosen tokens; a random 99-way model has NLL near log 99
+    nll = (_losses(out)[0] - math.log(2)) / 0.5
+    assert 0.7 * math.log(99) < nll < 1.3 * math.log(99)
+
+
+def test_lora_via_cli_merges_the_adapter(micro_model, pairs, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("max_steps: 2\nlearning_rate: 0.01\neffective_batch_size: 4\nper_device_train_batch_size: 4\n"
+                   "lora_r: 4\nlora_alpha: 8\n")
+    out = tmp_path / "lora"
+    assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--preset", "toy",
+                 "--config", str(cfg), "--lora", "--out", str(out)]) == 0
+    before, after = _weights(micro_model), _weights(out)
+    assert before.keys() == after.keys()                        # merged: plain Qwen2 weights, no lora_A/lora_B
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("proj" in k for k in changed)        # only the adapted linear layers moved
+    assert json.loads((out / "l2s_train.json").read_text())["config"]["lora"] is True
+    _generates(out)
+
+
+def test_sft_variant_trains_with_sft_trainer(micro_model, pairs, tmp_path):
+    config = preset_config("toy", max_steps=2, effective_batch_size=4, per_device_train_batch_size=4,
+                           logging_steps=1)
+    out = train(micro_model, pairs["sft"], tmp_path / "sft", config)
+    meta = json.loads((out / "l2s_train.json").read_text())
+    assert meta["method"] == "sft" and all(math.isfinite(x) for x in _losses(out))
+    with pytest.raises(ValueError, match="needs preference data"):
+        train(micro_model, pairs["sft"], tmp_path / "x", preset_config("toy", method="dpo"))
+
+
+def test_presets_match_the_papers():
+    assert set(PRESETS) == {"adar1-7b", "adar1-1.5b", "wu-dpo", "toy"}
+    a7, a1, wu = preset_config("adar1-7b"), preset_config("adar1-1.5b"), preset_config("wu-dpo")
+    assert (a7.beta, a1.beta, a7.learning_rate, a7.num_train_epochs, a7.effective_batch_size, a7.max_length,
+            a7.lora) == (0.1, 0.05, 5e-7, 2.0, 32, 4096, False)
+    assert (wu.lora, wu.lora_r, wu.learning_rate, wu.num_train_epochs, wu.max_length) == (True, 16, 5e-5, 3.0, 4096)
+    assert a7.gradient_accumulation_steps(1) == 32 and a7.gradient_accumulation_steps(8) == 4
+    with pytest.raises(ValueError, match="not a multiple"):
+        a7.gradient_accumulation_steps(3)
+    assert preset_config("toy", beta=0.3).beta == 0.3
+
+
+def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_path, capsys):
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("adar1-70b")
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        TrainConfig(beta=0)
+    with pytest.raises(FileNotFoundError, match="not an `l2s pairs` output"):
+        train(micro_model, tmp_path / "nowhere", tmp_path / "o1", preset_config("toy"))
+    empty = tmp_path / "empty"
+    rows = Dataset.from_dict({"prompt": [[{"role": "user", "content": "a"}]], "chosen": [[{"role": "assistant",
+                              "content": "b"}]], "rejected": [[{"role": "assistant", "content": "c"}]]})
+    rows.filter(lambda r: False).save_to_disk(str(empty / "dataset"))
+    (empty / "config.json").write_text(json.dumps({"kind": "pairs", "format": "preference"}))
+    with pytest.raises(ValueError, match="no rows"):
+        train(micro_model, empty, tmp_path / "o2", preset_config("toy"))
+    cut = tmp_path / "cut"
+    Dataset.from_dict({"prompt": [[{"role": "user", "content": "a"}]], "chosen": [[{"role": "assistant",
+                       "content": "b"}]]}).save_to_disk(str(cut / "dataset"))
+    (cut / "config.json").write_text(json.dumps({"kind": "pairs", "format": "preference"}))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['rejected'\]"):
+        train(micro_model, cut, tmp_path / "o3", preset_config("toy"))
+    with pytest.raises(FileNotFoundError, match="model"):
+        train(tmp_path / "no-model", pairs["group"], tmp_path / "o4", preset_config("toy"))
+    assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o5"),
+                 "--preset", "toy", "--effective-batch-size", "6", "--per-device-train-batch-size", "4"]) == 2
+    assert "not a multiple" in capsys.readouterr().err
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps({"bta": 0.1}))
+    assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o6"),
+                 "--config", str(cfg)]) == 2
+    assert "unknown option(s) ['bta']" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]
