@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "l2s.toy.cli",
     "l2s.prefs.cli",
     "l2s.dpo.cli",
+    "l2s.merge.cli",
 ]
 
 

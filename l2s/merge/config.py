@@ -1,0 +1,228 @@
+"""``MergeConfig``: everything a merge needs, validated before any tensor is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2s.merge.methods import METHODS, REQUIRED
+
+# Names the papers and the reference tables use for the same methods.
+ALIASES = {
+    "ta": "task_arithmetic", "task-arithmetic": "task_arithmetic", "ties_merging": "ties",
+    "dare_ta": "dare+task_arithmetic", "dare_task_arithmetic": "dare+task_arithmetic",
+    "dare_ties": "dare+ties", "dare_average": "dare+average", "dare": "dare+average",
+    "aim_ties": "aim+ties", "sens_merging": "sens", "lore_merging": "lore", "twin_merging": "twin",
+    "model_soup": "average",
+}
+DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+DARE_CORES = ("average", "task_arithmetic", "ties")
+CALIBRATED = ("aim", "sens")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed method string: modifiers (``dare``, ``aim``) around one core method."""
+
+    core: str
+    dare: bool = False
+    aim: bool = False
+
+    @property
+    def name(self) -> str:
+        return "+".join([m for m, on in (("aim", self.aim), ("dare", self.dare)) if on] + [self.core])
+
+    @property
+    def components(self) -> list[str]:
+        return [m for m, on in (("dare", self.dare), ("aim", self.aim)) if on] + [self.core]
+
+    @property
+    def needs_base(self) -> bool:
+        return any(METHODS[c].needs_base for c in self.components)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.aim or self.core == "sens"
+
+
+def parse_method(method: str) -> MethodSpec:
+    """``"aim+dare+ties"`` → MethodSpec(core="ties", dare=True, aim=True); aliases such as ``dare_ties``."""
+    text = ALIASES.get(method.strip().lower(), method.strip().lower())
+    parts = [p if p in METHODS else ALIASES.get(p, p) for p in text.split("+")]
+    cores = sorted(n for n, m in METHODS.items() if m.kind == "core")
+    known = cores + sorted(ALIASES)
+    for p in parts:
+        if p not in METHODS:
+            raise ValueError(f"unknown merge method {p!r} in {method!r}; known: {', '.join(known)} "
+                             f"(modifiers dare and aim combine with '+', e.g. dare+ties, aim+ties)")
+    *mods, core = parts
+    if METHODS[core].kind != "core":
+        raise ValueError(f"{method!r} must end in a core method ({', '.join(cores)}); {core!r} is a modifier")
+    if any(METHODS[m].kind != "modifier" for m in mods) or len(set(mods)) != len(mods):
+        raise ValueError(f"{method!r}: only the modifiers dare and aim, each at most once, may precede {core!r}")
+    if "dare" in mods and core not in DARE_CORES:
+        raise ValueError(f"{method!r}: dare applies before {', '.join(DARE_CORES)}, not {core}")
+    if "aim" in mods and not METHODS[core].needs_base:
+        raise ValueError(f"{method!r}: aim relaxes a merge towards its base; {core} has no base")
+    return MethodSpec(core, dare="dare" in mods, aim="aim" in mods)
+
+
+def parse_value(text: str) -> Any:
+    """``"0.8"`` → 0.8, ``"3"`` → 3, ``"true"`` → True, anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_size(size: int | str) -> int:
+    """``"5GB"`` → 5·10⁹ bytes (also KB/MB/GB/KiB/MiB/GiB or a plain number of bytes)."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"shard_size {size!r}: expected bytes or a size such as 2GB, 500MB")
+    unit = (m.group(2) or "B").upper()
+    mult = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+@dataclass
+class MergeConfig:
+    """A merge: method, inputs, hyper-parameters, output. Paths may be local dirs or hub ids.
+
+    ``models`` are the fine-tunes merged into ``base`` (for ``linear``: [long, short], no base).
+    ``tokenizer_source`` (default: the first model, i.e. the slow-thinking one) gives the tokenizer,
+    config.json and the extra embedding rows when vocabularies differ. ``calibration``: the AIM /
+    Sens-Merging calibration texts, one file for all, or (Sens) one per merged model.
+    """
+
+    method: str
+    models: list[str]
+    out: str
+    base: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "auto"  # output dtype; auto = the inputs' dtype
+    compute_dtype: str = "float32"
+    seed: int = 0
+    overwrite: bool = False
+    tokenizer_source: str | None = None
+    shard_size: int | str = "5GB"
+    calibration: list[str] = field(default_factory=list)
+    calibration_samples: int = 100
+    calibration_max_tokens: int = 2048
+
+    def __post_init__(self):
+        if isinstance(self.models, str):
+            self.models = [m for m in self.models.split(",") if m]
+        if isinstance(self.calibration, str):
+            self.calibration = [c for c in self.calibration.split(",") if c]
+        self.models = [str(m) for m in self.models]
+        self.calibration = [str(c) for c in self.calibration]
+        self.out = str(self.out)
+        self.base = None if self.base is None else str(self.base)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MergeConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown merge config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return parse_method(self.method)
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters of every component of the method, defaults filled in, checked."""
+        spec = self.spec
+        owners = {name: c for c in spec.components for name in METHODS[c].params}
+        for name in self.params:
+            if name not in owners:
+                raise ValueError(f"unknown parameter {name!r} for method {spec.name!r}; "
+                                 f"known: {', '.join(sorted(owners)) or 'none'}")
+        out = {}
+        for name, comp in owners.items():
+            p = METHODS[comp].params[name]
+            value = self.params.get(name, p.default)
+            if value is REQUIRED:
+                raise ValueError(f"method {spec.name!r} needs parameter {name!r} ({p.doc}); "
+                                 f"pass --param {name}=VALUE")
+            if p.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, str) and p.type is not str:
+                value = parse_value(value)
+            if not p.check(value):
+                raise ValueError(f"parameter {name}={value!r} of {comp} is out of range: {p.rule} ({p.doc})")
+            out[name] = value
+        return out
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the problem; touches no file except to check it exists."""
+        spec = self.spec
+        params = self.resolved_params()
+        if not self.models:
+            raise ValueError("no models to merge: pass --models PATH[,PATH...]")
+        lo, hi = METHODS[spec.core].n_models
+        if len(self.models) < lo or (hi is not None and len(self.models) > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+            raise ValueError(f"{spec.core} merges {want} model(s), got {len(self.models)}: {self.models}")
+        if spec.needs_base and not self.base:
+            raise ValueError(f"method {spec.name!r} needs a base model (task vectors are θ_i − θ_0): pass --base")
+        if not spec.needs_base and self.base:
+            raise ValueError(f"method {spec.name!r} does not use a base model; drop --base")
+        participants = len(self.models) + bool(params.get("include_base"))
+        if spec.core == "lore" and participants < 2:
+            raise ValueError("lore estimates a common base from at least 2 models: add a model or "
+                             "set include_base=true")
+        if self.dtype.lower() not in DTYPES or DTYPES.get(self.compute_dtype.lower(), "auto") == "auto":
+            raise ValueError(f"dtype {self.dtype!r} / compute_dtype {self.compute_dtype!r}: expected one of "
+                             f"{sorted(set(DTYPES.values()))} (compute dtype not auto)")
+        parse_size(self.shard_size)
+        if parse_size(self.shard_size) <= 0:
+            raise ValueError("shard_size must be positive")
+        if self.tokenizer_source is not None and self.tokenizer_source not in self.inputs:
+            raise ValueError(f"tokenizer_source {self.tokenizer_source!r} must be the base or one of the models")
+        if spec.needs_calibration:
+            if not self.calibration:
+                raise ValueError(f"method {spec.name!r} needs calibration texts: pass --calibration FILE")
+            n_sens = participants if spec.core == "sens" else 1
+            if len(self.calibration) not in (1, n_sens):
+                raise ValueError(f"calibration: give one file, or one per merged model ({n_sens}), "
+                                 f"got {len(self.calibration)}")
+            for c in self.calibration:
+                if not Path(c).is_file():
+                    raise FileNotFoundError(f"calibration file {c} not found")
+        elif self.calibration:
+            raise ValueError(f"method {spec.name!r} uses no calibration texts; drop --calibration")
+        if self.calibration_samples < 1 or self.calibration_max_tokens < 2:
+            raise ValueError("calibration_samples must be >= 1 and calibration_max_tokens >= 2")
+        if Path(self.out).exists() and not self.overwrite:
+            raise FileExistsError(f"{self.out} already exists; pass --overwrite to replace it")
+
+    @property
+    def inputs(self) -> list[str]:
+        return ([self.base] if self.base else []) + list(self.models)
+
+    @property
+    def tokenizer_input(self) -> str:
+        return self.tokenizer_source or self.models[0]
+
+    def out_dtype_name(self) -> str:
+        return DTYPES[self.dtype.lower()]
+
+    def compute_dtype_name(self) -> str:
+        return DTYPES[self.compute_dtype.lower()]

@@ -1,0 +1,168 @@
+"""Merging formulas against hand-computed tensors, their identities, and config validation."""
+
+import math
+
+import pytest
+import torch
+
+from l2s.merge import METHODS, MergeConfig, parse_method
+from l2s.merge.methods import activation, svd, task_vector as tv
+
+T = torch.tensor
+
+
+def fn(name):
+    return METHODS[name].fn
+
+
+def test_average_ignores_base():
+    assert torch.equal(fn("average")(None, [T([1.0, 2.0]), T([3.0, 6.0])]), T([2.0, 4.0]))
+
+
+def test_task_arithmetic_hand_computed_and_identities():
+    base, m1, m2 = T([1.0, 1.0]), T([2.0, 3.0]), T([0.0, 1.0])
+    assert torch.allclose(fn("task_arithmetic")(base, [m1, m2], alpha=0.5), T([1.0, 2.0]))
+    g = torch.Generator().manual_seed(0)
+    b, m = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    assert torch.equal(fn("task_arithmetic")(b, [m], alpha=0.0), b)
+    assert torch.allclose(fn("task_arithmetic")(b, [m], alpha=1.0), m, atol=1e-6)
+
+
+def test_trim_drops_the_k_fraction_of_smallest_magnitudes():
+    d = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    kept = tv.trim_delta(d, 0.8)
+    assert int((kept != 0).sum()) == 200
+    assert kept.abs()[kept != 0].min() > d.abs()[kept == 0].max()
+    assert torch.equal(tv.trim_delta(d, 0.0), d)
+    assert int((tv.trim_delta(d, 1.0) != 0).sum()) == 0
+
+
+def test_ties_hand_computed():
+    base = torch.zeros(4)
+    m1, m2 = T([3.0, -1.0, 0.5, -2.0]), T([-1.0, -2.0, 0.2, 4.0])
+    # k=0.5 keeps the 2 largest of each: [3,0,0,-2] and [0,-2,0,4]; signs of the sum [+,-,0,+]
+    assert torch.equal(fn("ties")(base, [m1, m2], k=0.5, alpha=1.0), T([3.0, -2.0, 0.0, 4.0]))
+    assert torch.equal(fn("ties")(base, [m1, m2], k=0.5, alpha=0.5), T([1.5, -1.0, 0.0, 2.0]))
+    # disjoint mean over agreeing non-zero entries: δ = [2,-1] and [4,2] → [(2+4)/2, 2]
+    assert torch.equal(fn("ties")(torch.ones(2), [T([3.0, 0.0]), T([5.0, 3.0])], k=0.0, alpha=1.0), T([4.0, 3.0]))
+
+
+def test_ties_identities():
+    g = torch.Generator().manual_seed(2)
+    b, m = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    assert torch.allclose(fn("ties")(b, [m], k=0.0, alpha=0.7), fn("task_arithmetic")(b, [m], alpha=0.7))
+    assert torch.equal(fn("ties")(b, [m], k=1.0, alpha=1.0), b)
+    t = 0.5  # a given (whole-model) threshold replaces the tensor's own: keeps exactly |δ| > t
+    out = fn("ties")(torch.zeros(7, 5), [m], k=0.5, alpha=1.0, thresholds=[t])
+    assert torch.equal(out, torch.where(m.abs() > t, m, 0.0))
+
+
+def test_dare_drops_rescales_and_is_seeded():
+    d = torch.ones(20000)
+    out = tv.dare(d, 0.5, torch.Generator().manual_seed(3))
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert abs(float((out == 0).float().mean()) - 0.5) < 0.02
+    assert torch.equal(out, tv.dare(d, 0.5, torch.Generator().manual_seed(3)))
+    assert not torch.equal(out, tv.dare(d, 0.5, torch.Generator().manual_seed(4)))
+    assert tv.dare(d, 0.0, torch.Generator()) is d
+
+
+def test_linear_hand_computed_and_identity():
+    long, short = T([4.0, 0.0]), T([0.0, 8.0])
+    assert torch.equal(fn("linear")(None, [long, short], alpha=0.25), T([1.0, 6.0]))
+    assert torch.equal(fn("linear")(None, [long, short], alpha=1.0), long)
+
+
+def test_lore_hand_computed_one_iteration():
+    m1 = T([[3.0, 0.0], [0.0, 0.0]])
+    zero = torch.zeros(2, 2)
+    # θ0' = mean = diag(1,0); δ1 = SVT_.5(diag(2,0)) = diag(1.5,0); δ2 = δ3 = SVT_.5(diag(-1,0)) = diag(-.5,0)
+    # θ0' = mean(θ_i - δ_i) = diag(2.5/3, 0); θ = θ0' + Σ δ = diag(2.5/3 + 0.5, 0)
+    out = fn("lore")(zero, [m1, zero, zero], mu=0.5, iters=1, alpha=1.0)
+    assert torch.allclose(out, T([[2.5 / 3 + 0.5, 0.0], [0.0, 0.0]]), atol=1e-6)
+    # vectors: plain task arithmetic over the true base
+    assert torch.allclose(fn("lore")(T([1.0]), [T([2.0]), T([3.0])], mu=0.5, iters=3, alpha=1.0), T([4.0]))
+
+
+def test_lore_coordinate_descent_lowers_its_objective():
+    g = torch.Generator().manual_seed(5)
+    models = [torch.randn(6, 4, generator=g) for _ in range(3)]
+
+    def objective(iters, mu=0.7):
+        theta0 = sum(models) / 3
+        for _ in range(iters):
+            deltas = [svd.svt(m - theta0, mu) for m in models]
+            theta0 = sum(m - d for m, d in zip(models, deltas)) / 3
+        return sum(0.5 * (theta0 + d - m).pow(2).sum() + mu * torch.linalg.svdvals(d).sum()
+                   for m, d in zip(models, deltas))
+
+    values = [float(objective(i)) for i in (1, 2, 5, 20)]
+    assert all(a >= b - 1e-6 for a, b in zip(values, values[1:])) and values[-1] < values[0]
+
+
+def test_twin_hand_computed():
+    out = fn("twin")(torch.zeros(2, 2), [T([[3.0, 0.0], [0.0, 1.0]])], r=1, alpha=0.5)
+    # shared = diag(1.5, .5); rank-1 of diag(1.5, .5) = diag(1.5, 0)
+    assert torch.allclose(out, T([[3.0, 0.0], [0.0, 0.5]]))
+    assert torch.allclose(fn("twin")(T([0.0]), [T([2.0])], r=1, alpha=0.5), T([2.0]))
+
+
+def test_aim_hand_computed():
+    imp = activation.aim_importance(T([2.0, -4.0]))
+    assert torch.equal(imp, T([0.5, 1.0]))
+    out = fn("aim")(torch.zeros(2, 2), T([[1.0, 1.0], [2.0, 2.0]]), imp, omega=0.4)
+    assert torch.allclose(out, T([[0.7, 0.4], [1.4, 0.8]]))
+    assert torch.allclose(fn("aim")(torch.zeros(2), T([1.0, 1.0]), imp, omega=1.0), T([1.0, 1.0]))
+
+
+def test_sens_coefficients_hand_computed():
+    alpha = activation.sens_task_scaling(T([3.0, 4.0]))
+    assert torch.allclose(alpha, T([0.6, 0.8]))
+    tau = activation.sens_cross_task_scaling(T([[9.0, 1.0], [3.0, 9.0]]))
+    assert torch.allclose(tau, T([0.25, 0.75]))
+    sigma = activation.sens_coefficients(T([[0.6, 0.8], [0.8, 0.6]]), tau, 1.0)
+    want0 = 1 / (1 + math.exp(0.6 - 0.15))  # layer 0: logits 0.15 (model 0) and 0.6 (model 1)
+    assert sigma[0, 0].item() == pytest.approx(want0, rel=1e-6)
+    assert torch.allclose(sigma.sum(0), torch.ones(2))
+    assert torch.allclose(fn("sens")(T([1.0]), [T([3.0])], alpha=0.5, coefficients=[1.2]), T([2.2]))
+
+
+def test_method_strings_and_aliases():
+    assert parse_method("dare_ties").name == "dare+ties"
+    assert parse_method("aim+dare+ties") == parse_method("dare+aim+ties")
+    assert parse_method("sens_merging").core == "sens"
+    for bad, msg in [("foo", "unknown merge method"), ("ties+dare", "core method"), ("dare+lore", "dare applies"),
+                     ("aim+linear", "no base")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_method(bad)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(method="tiez"), "unknown merge method"),
+    (dict(params={"kk": 0.8}), "unknown parameter 'kk'"),
+    (dict(params={"k": 1.5}), r"k=1.5 .*out of range"),
+    (dict(params={"alpha": -1}), "out of range"),
+    (dict(method="dare+ties", params={"p": 1.0}), "out of range"),
+    (dict(method="aim+ties", params={"omega": -0.1}, calibration=["x"]), "out of range"),
+    (dict(params={"trim": "layer"}), "out of range"),
+    (dict(base=None), "needs a base"),
+    (dict(method="linear", models=["a", "b"]), "does not use a base"),
+    (dict(method="linear", base=None), "exactly 2"),
+    (dict(method="lore"), "needs parameter 'mu'"),
+    (dict(method="twin"), "needs parameter 'r'"),
+    (dict(method="aim+ties"), "needs calibration"),
+    (dict(method="sens", calibration=["a", "b", "c"]), "one per merged model"),
+    (dict(dtype="int8"), "dtype"),
+    (dict(tokenizer_source="elsewhere"), "tokenizer_source"),
+])
+def test_config_validation_errors(tmp_path, kwargs, msg):
+    fields = dict(method="ties", base="b", models=["m"], out=str(tmp_path / "out"))
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=msg):
+        MergeConfig(**fields).validate()
+
+
+def test_config_defaults_are_table7():
+    p = MergeConfig(method="dare+ties", base="b", models=["m"], out="o").resolved_params()
+    assert p == {"p": 0.3, "k": 0.8, "alpha": 1.0, "trim": "tensor"}
+    assert MergeConfig(method="ta", base="b", models=["m"], out="o").resolved_params() == {"alpha": 0.7}
