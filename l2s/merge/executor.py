@@ -178,6 +178,8 @@ class Merger:
 
         def get(ck):
             t = ck.read(name)
+            if t.dtype.is_floating_point and not torch.isfinite(t).all():
+                raise ValueError(f"input tensor {name!r} in {ck.file_of(name)} has NaN or inf values")
             return (t[:rows] if rows is not None else t).to(self.compute)
 
         return (get(self.base) if self.base else None), [get(m) for m in self.models]
