@@ -181,3 +181,18 @@ def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_
                  "--config", str(cfg)]) == 2
     assert "unknown option(s) ['bta']" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]
+
+
+def test_rpo_term_keeps_the_chosen_likely(micro_model, pairs, tmp_path):
+    """The toy failure mode: plain DPO at a high lr pushes the rejected down and drags the chosen with it;
+    the NLL term (rpo_alpha) makes the chosen responses more likely instead."""
+    chosen = {}
+    for alpha in (None, 1.0):
+        config = preset_config("toy", rpo_alpha=alpha, learning_rate=5e-4, max_steps=30, effective_batch_size=12,
+                               per_device_train_batch_size=12, logging_steps=10)
+        out = train(micro_model, pairs["group"], tmp_path / f"a{alpha}", config)
+        hist = [h for h in json.loads((out / "l2s_train.json").read_text())["log_history"] if "loss" in h]
+        chosen[alpha] = [h["logps/chosen"] for h in hist]
+        assert hist[-1]["rewards/margins"] > hist[0]["rewards/margins"] > 0
+    assert chosen[1.0][-1] > chosen[1.0][0] + 1
+    assert chosen[1.0][-1] > chosen[None][-1] + 1

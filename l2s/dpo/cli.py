@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dpo", help="DPO (or SFT for the sft variant) on preference pairs; saves an HF checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune a model on `l2s pairs` output with TRL. Precedence: options > --config > --preset.\n"
-                    "Multi-GPU: accelerate launch --num_processes N --use_deepspeed --zero_stage 3 -m l2s dpo \\\n"
+                    "Multi-GPU: accelerate launch --num_processes N -m l2s dpo \\\n"
                     "    --model M --pairs P --preset adar1-7b --deepspeed configs/deepspeed/zero3.json --out O")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--pairs", required=True, type=Path, help="an `l2s pairs` output directory")

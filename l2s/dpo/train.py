@@ -2,7 +2,7 @@
 
 Single process: ``l2s dpo --model M --pairs P --preset toy --out O``. Several GPUs (DeepSpeed ZeRO-3)::
 
-    accelerate launch --num_processes 8 --use_deepspeed --zero_stage 3 -m l2s dpo \\
+    accelerate launch --num_processes 8 -m l2s dpo \\
         --model runs/merge-7b --pairs runs/pairs-7b --preset adar1-7b \\
         --deepspeed configs/deepspeed/zero3.json --out runs/adar1-7b
 
