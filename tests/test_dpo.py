@@ -146,6 +146,11 @@ def test_presets_match_the_papers():
     with pytest.raises(ValueError, match="not a multiple"):
         a7.gradient_accumulation_steps(3)
     assert preset_config("toy", beta=0.3).beta == 0.3
+    from l2s.prefs.config import config_from_mapping
+
+    assert config_from_mapping(TrainConfig, {"lora_target_modules": ["q_proj"]}).lora_target_modules == ["q_proj"]
+    with pytest.raises(ValueError, match="lora_target_modules must be"):
+        config_from_mapping(TrainConfig, {"lora_target_modules": "q_proj"})
 
 
 def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_path, capsys):

@@ -125,7 +125,10 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
         raise FileNotFoundError(f"model {model_path} not found (a local checkpoint directory or a hub id)")
     config.gradient_accumulation_steps(int(os.environ.get("WORLD_SIZE", "1")))  # fail before loading a model
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot load the tokenizer of model {model_path}: {e}") from e
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     work = out.with_name(f".{out.name}.partial")
     if int(os.environ.get("RANK", "0")) == 0 and work.exists():

@@ -77,11 +77,12 @@ def _check_type(cls: type, name: str, value: Any, source: str) -> Any:
     if value is None and type(None) in allowed:
         return value
     for t in allowed:
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if typing.get_origin(t) is list:
+            if isinstance(value, list) and all(isinstance(v, typing.get_args(t)[0]) for v in value):
+                return value
+        elif t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
-            return value
-        if typing.get_origin(t) is list and isinstance(value, list):
+        elif t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
             return value
     raise ValueError(f"{source}: {name} must be {hint}, got {value!r}")
 
