@@ -20,6 +20,8 @@ SUBCOMMAND_MODULES = [
     "l2s.prefs.cli",
     "l2s.dpo.cli",
     "l2s.merge.cli",
+    "l2s.figures.cli",
+    "l2s.study",
 ]
 
 

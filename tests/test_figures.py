@@ -1,0 +1,185 @@
+"""Figures from synthetic run directories (following the evaluation contract): each figure's CSV is
+checked against the runs' metrics, outputs are byte-deterministic, missing data skips a figure."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from l2s.cli import main
+from l2s.figures import FIGURES, make_figures
+from l2s.figures.tables import pareto_front
+
+
+def _block(n, acc, tokens, refl, hits, by_level=None):
+    b = {"n": n, "accuracy": acc, "mean_tokens": tokens, "median_tokens": tokens - 1, "reflective_ratio": refl,
+         "keyword_hits": hits, "truncated": 0.0}
+    if by_level is not None:
+        b["by_level"] = by_level
+    return b
+
+
+def _levels(acc, tokens, refl):
+    return {str(lv): _block(10, max(0.0, acc - 0.1 * lv), tokens * lv, min(1.0, refl * lv / 3), refl * lv)
+            for lv in range(1, 6)}
+
+
+# run name -> (tags, {dataset: (accuracy, mean_tokens, reflective_ratio, keyword_hits)})
+RUNS = {
+    "s-quick": ({"size": "toy-s", "role": "quick"}, {"toy": (0.40, 20.0, 0.0, 0.0), "extra": (0.30, 10.0, 0.0, 0.0)}),
+    "s-slow": ({"size": "toy-s", "role": "slow"}, {"toy": (0.80, 100.0, 0.90, 2.5), "extra": (0.70, 50.0, 0.80, 2.0)}),
+    "s-ties": ({"size": "toy-s", "role": "merged", "method": "ties", "params": {"k": 0.8}},
+               {"toy": (0.75, 40.0, 0.30, 0.5), "extra": (0.65, 30.0, 0.20, 0.25)}),
+    "s-ta": ({"size": "toy-s", "role": "merged", "method": "task_arithmetic", "params": {"alpha": 0.7}},
+             {"toy": (0.70, 60.0, 0.50, 1.0), "extra": (0.60, 45.0, 0.40, 1.0)}),
+    "s-ta-a0.3": ({"size": "toy-s", "role": "merged", "method": "task_arithmetic", "params": {"alpha": 0.3},
+                   "sweep": True}, {"toy": (0.50, 30.0, 0.10, 0.2), "extra": (0.40, 20.0, 0.10, 0.1)}),
+    "s-ta-a1.0": ({"size": "toy-s", "role": "merged", "method": "task_arithmetic", "params": {"alpha": 1.0},
+                   "sweep": True}, {"toy": (0.78, 90.0, 0.85, 2.0), "extra": (0.69, 48.0, 0.70, 1.5)}),
+    "m-slow": ({"size": "toy-m", "role": "slow"}, {"toy": (0.90, 200.0, 0.95, 3.0)}),
+    "m-ties": ({"size": "toy-m", "role": "merged", "method": "ties", "params": {"k": 0.8}}, {"toy": (0.85, 80.0, 0.4, 1.0)}),
+}
+ADAR1 = ({"size": "toy-s", "role": "adar1", "method": "bi_level"}, {"toy": (0.79, 35.0, 0.35, 0.6),
+                                                                     "extra": (0.66, 25.0, 0.2, 0.3)})
+
+
+def write_runs(root, runs):
+    for name, (tags, datasets) in runs.items():
+        d = root / name
+        d.mkdir(parents=True)
+        metrics = {ds: _block(100, *v, by_level=_levels(v[0], v[1], v[2]) if ds == "toy" else {})
+                   for ds, v in datasets.items()}
+        (d / "config.json").write_text(json.dumps({"model": f"/ckpt/{name}", "tags": tags}))
+        (d / "metrics.json").write_text(json.dumps({"datasets": metrics, "overall": {}}))
+    (root / "toy-s-checkpoints").mkdir()  # not a run: skipped
+    (root / "toy-s-checkpoints" / "config.json").write_text("{}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    runs = write_runs(tmp_path_factory.mktemp("runs"), {**RUNS, "s-adar1": ADAR1})
+    out = tmp_path_factory.mktemp("figures")
+    written = make_figures(runs, out)
+    return runs, out, written
+
+
+def _csv(out, name):
+    return pd.read_csv(out / f"{name}.csv", keep_default_na=False, na_values=[""])
+
+
+def test_writes_png_pdf_csv(figures):
+    _, out, written = figures
+    assert sorted(written) == sorted(FIGURES)
+    for name in written:
+        assert [p.name for p in written[name]] == [f"{name}.csv", f"{name}.png", f"{name}.pdf"]
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_length_accuracy_csv_matches_metrics(figures):
+    _, out, _ = figures
+    df = _csv(out, "length_accuracy")
+    m = df[df["source"] == "measured"].set_index("run")
+    assert set(m.index) == {"s-quick", "s-slow", "s-ties", "s-ta", "s-adar1", "m-slow", "m-ties"}  # sweeps: Pareto only
+    slow, ties = RUNS["s-slow"][1], RUNS["s-ties"][1]
+    expected = sum((ties[d][1] - slow[d][1]) / slow[d][1] for d in ("toy", "extra")) / 2
+    assert m.loc["s-ties", "length_reduction"] == pytest.approx(expected)  # (-0.6 + -0.4) / 2
+    assert m.loc["s-ties", "accuracy"] == pytest.approx(100 * (0.75 + 0.65) / 2)
+    assert m.loc["s-ties", "slow_mean_tokens"] == pytest.approx(75.0)
+    assert m.loc["m-ties", "length_reduction"] == pytest.approx((80 - 200) / 200)
+    assert m.loc["s-slow", "length_reduction"] == 0
+    assert m.loc["s-ties", "label"] == "TIES" and m.loc["s-quick", "label"] == "Quick (System-1)"
+    wu = df[df["source"] == "reported (Wu et al. 2025, Table 2)"].set_index("method")
+    assert wu.loc["ties", "length_reduction"] == pytest.approx(
+        ((393.8 - 2744.3) / 2744.3 + (1102.4 - 4510.0) / 4510.0 + (2818.7 - 8952.3) / 8952.3) / 3)
+    assert "reported (Luo et al. 2025, Table 2)" in set(df["source"])
+    assert list(dict.fromkeys(df["panel"]))[:2] == ["toy-s — measured", "toy-m — measured"]
+
+
+def test_self_correction_csv_matches_metrics(figures):
+    _, out, _ = figures
+    df = _csv(out, "self_correction")
+    m = df[df["source"] == "measured"]
+    for run, (_, datasets) in RUNS.items():
+        if run.startswith("s-ta-"):
+            assert run not in set(m["run"])
+            continue
+        for ds, (_, _, refl, hits) in datasets.items():
+            rows = m[(m["run"] == run) & (m["dataset"] == ds)].set_index("quantity")["value"]
+            assert rows["reflective_ratio"] == pytest.approx(100 * refl)
+            assert rows["keyword_hits"] == pytest.approx(hits)
+    t6 = df[(df["source"] == "reported (Wu et al. 2025, Table 6)") & (df["method"] == "ties")]
+    assert t6.set_index("dataset").loc["gsm8k", "value"] == pytest.approx(19.2)
+
+
+def test_difficulty_csv_matches_by_level_metrics(figures):
+    runs, out, _ = figures
+    df = _csv(out, "difficulty")
+    assert set(df["dataset"]) == {"toy"}  # "extra" has no levels
+    by_level = json.loads((runs / "s-ta" / "metrics.json").read_text())["datasets"]["toy"]["by_level"]
+    r = df[df["run"] == "s-ta"].set_index("level")
+    for lv, v in by_level.items():
+        assert r.loc[int(lv), "mean_tokens"] == pytest.approx(v["mean_tokens"])
+        assert r.loc[int(lv), "reflective_ratio"] == pytest.approx(100 * v["reflective_ratio"])
+
+
+def test_pareto_csv_includes_sweep_and_marks_the_front(figures):
+    _, out, _ = figures
+    df = _csv(out, "pareto")
+    m = df[df["panel"] == "toy-s — measured"].set_index("run")
+    assert {"s-ta-a0.3", "s-ta-a1.0"} <= set(m.index)
+    assert m.loc["s-ta-a0.3", "accuracy"] == pytest.approx(45.0) and m.loc["s-ta-a0.3", "mean_tokens"] == 25.0
+    # (tokens, accuracy): quick (15, 35), ta0.3 (25, 45), adar1 (30, 72.5), ties (35, 70), ta0.7 (52.5, 65),
+    # ta1.0 (69, 73.5), slow (75, 75): ties and ta0.7 are dominated by adar1
+    assert sorted(m.index[m["on_front"].astype(bool)]) == ["s-adar1", "s-quick", "s-slow", "s-ta-a0.3", "s-ta-a1.0"]
+    assert m.loc["s-ta-a1.0", "label"] == "TA (alpha=1.0)"
+
+
+def test_pareto_front_function():
+    assert pareto_front([10, 20, 30, 25, 10], [50, 60, 70, 55, 40]) == [True, True, True, False, False]
+    assert pareto_front([10, 10], [50, 50]) == [True, True]  # equal points do not dominate each other
+
+
+def test_deterministic_bytes(figures, tmp_path):
+    runs, out, written = figures
+    again = make_figures(runs, tmp_path / "again")
+    for name in FIGURES:
+        for pa, pb in zip(written[name], again[name]):
+            assert pa.read_bytes() == pb.read_bytes(), pa.name
+
+
+def test_adar1_by_level_csv(figures):
+    _, out, _ = figures
+    df = _csv(out, "adar1_by_level")
+    ada = df[(df["run"] == "s-adar1")].set_index("level")
+    assert ada.loc[1, "long_cot_ratio"] == pytest.approx(100 * 0.35 / 3)
+    assert ada.loc[2, "mean_tokens"] == pytest.approx(70.0) and ada.loc[1, "label"] == "Ada-R1 (bi_level)"
+    assert set(df.loc[df["run"] == "s-adar1", "method"]) == {"ada_r1"}
+    assert "s-ties" not in set(df["run"])  # only long, short, Ada-R1 and DPO runs
+    est = df[df["source"] == "estimated from figure (Luo et al. 2025, Figs. 5-6)"]
+    assert est[(est["method"] == "ada_r1") & (est["level"] == 5)]["mean_tokens"].item() == 3009
+
+
+def test_stale_figure_removed_and_bad_metrics_named(tmp_path):
+    runs = write_runs(tmp_path / "runs", {"s-slow": RUNS["s-slow"]})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "adar1_by_level.png").write_bytes(b"old")
+    written = make_figures(runs, out, only=["adar1_by_level"])
+    assert written == {} and not (out / "adar1_by_level.png").exists()
+    metrics = json.loads((runs / "s-slow" / "metrics.json").read_text())
+    del metrics["datasets"]["toy"]["mean_tokens"]
+    (runs / "s-slow" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=r"metrics.json datasets.toy: missing metric field\(s\) mean_tokens"):
+        make_figures(runs, out)
+    with pytest.raises(ValueError, match="unknown figure"):
+        make_figures(runs, out, only=["nope"])
+
+
+def test_cli(tmp_path, capsys):
+    runs = write_runs(tmp_path / "runs", {k: RUNS[k] for k in ("s-slow", "s-ties")})
+    assert main(["figures", "--runs", str(runs), "--out", str(tmp_path / "f"), "--only", "difficulty"]) == 0
+    assert (tmp_path / "f" / "difficulty.png").is_file()
+    assert str(tmp_path / "f" / "difficulty.csv") in capsys.readouterr().out
+    assert main(["figures", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "f")]) == 2
