@@ -1,0 +1,195 @@
+"""Benchmark test sets as uniform rows ``{id, problem, answer, level, subject}``.
+
+Loads the math benchmarks of Wu et al. (2025) and Luo et al. (2025) from a local directory of
+``<name>/test.jsonl`` files (the Qwen2.5-Math toolkit's files, byte for byte) or from the copies the
+community uses on the hub, and the toy world's splits. Gold answers are taken as the Qwen2.5-Math
+toolkit takes them (``parse_ground_truth``): GSM8K after ``####``, MATH / MATH500 / Minerva from the
+solution's last ``\\boxed{}`` (or the ``answer`` field where the file has one), OlympiadBench
+``final_answer[0]`` without ``$``, college_math ``answer`` without ``$``, AIME ``answer``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from l2s import io
+
+DATASETS = ("gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aime24", "aime25",
+            "math", "toy")
+
+# The Qwen2.5-Math toolkit's data files, pinned to the commit the shared benchmarks were copied from.
+_QWEN_RAW = ("https://raw.githubusercontent.com/QwenLM/Qwen2.5-Math/"
+             "a45202bd16f1ec06f433442dc1152d0074773465/evaluation/data/{name}/test.jsonl")
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                 "number_theory", "prealgebra", "precalculus")
+
+# (dataset id or "json", config, split, data_files) per benchmark: what the community loads.
+HUB_SOURCES: dict[str, list[tuple[str, str | None, str, str | None]]] = {
+    "gsm8k": [("openai/gsm8k", "main", "test", None)],
+    "math500": [("HuggingFaceH4/MATH-500", None, "test", None)],
+    "minerva_math": [("json", None, "train", _QWEN_RAW.format(name="minerva_math"))],
+    "olympiadbench": [("json", None, "train", _QWEN_RAW.format(name="olympiadbench"))],
+    "college_math": [("json", None, "train", _QWEN_RAW.format(name="college_math"))],
+    "aime24": [("json", None, "train", _QWEN_RAW.format(name="aime24"))],
+    "aime25": [("math-ai/aime25", None, "test", None)],
+    "math": [("EleutherAI/hendrycks_math", s, "test", None) for s in MATH_SUBJECTS],
+}
+
+TOY_DEFAULT_N = 100  # problems per level when the toy split is generated rather than read
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces), or ``\\boxed x``.
+
+    Written by hand: math-verify extracts boxed answers only as parsed sympy objects, and the
+    gold answers and saved ``pred`` strings need the raw text.
+    """
+    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\b", text)]
+    for m in reversed(starts):
+        i = m.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            while j < len(text):
+                if text[j] == "\\":
+                    j += 2  # an escaped \{ or \} is content, not a brace of the box
+                    continue
+                if text[j] == "{":
+                    depth += 1
+                elif text[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[i + 1:j]
+                j += 1
+            continue  # unbalanced (e.g. cut off mid-answer): try an earlier box
+        if m.group(0) == "\\boxed" and i > m.end():
+            word = re.match(r"[^\s$]+", text[i:])
+            if word:
+                return word.group(0)
+    return None
+
+
+def strip_dollars(s: str) -> str:
+    """Drop inline-math delimiters (``$4 \\frac{4}{9}$ days`` -> ``4 \\frac{4}{9} days``); ``\\$`` stays."""
+    return re.sub(r"(?<!\\)\$", "", s).strip()
+
+
+def _need(row: dict, field: str, where: str):
+    if field not in row or row[field] is None:
+        raise ValueError(f"{where}: missing field {field!r} (row has {sorted(row)})")
+    return row[field]
+
+
+def _level(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    m = re.search(r"\d+", str(value))
+    return int(m.group(0)) if m else None  # MATH has a few "Level ?" rows
+
+
+def normalize_row(name: str, row: dict, index: int, where: str) -> dict:
+    """One benchmark row as ``{id, problem, answer, level, subject}``; ``where`` names it in errors."""
+    where = f"{where} (row {index})"
+    if name == "gsm8k":
+        problem = _need(row, "question", where)
+        answer = _need(row, "answer", where)
+        if "####" not in answer:
+            raise ValueError(f"{where}: field 'answer' has no '####' gold answer")
+        gold = re.sub(r"(\d),(?=\d{3}\b)", r"\1", answer.split("####")[-1].strip())
+        return {"id": str(row.get("idx", index)), "problem": problem, "answer": gold,
+                "level": None, "subject": None}
+    if name in ("math500", "math"):
+        problem = _need(row, "problem", where)
+        gold = row.get("answer")
+        if gold is None:
+            gold = last_boxed(_need(row, "solution", where))
+            if gold is None:
+                raise ValueError(f"{where}: field 'solution' has no \\boxed{{}} gold answer")
+        return {"id": str(row.get("unique_id", index)), "problem": problem, "answer": gold.strip(),
+                "level": _level(row.get("level")), "subject": row.get("subject", row.get("type"))}
+    if name == "minerva_math":
+        problem = _need(row, "problem", where)
+        gold = last_boxed(_need(row, "solution", where))
+        if gold is None:
+            raise ValueError(f"{where}: field 'solution' has no \\boxed{{}} gold answer")
+        return {"id": str(row.get("idx", index)), "problem": problem, "answer": strip_dollars(gold),
+                "level": None, "subject": row.get("type")}
+    if name == "olympiadbench":
+        problem = _need(row, "question", where)
+        final = _need(row, "final_answer", where)
+        if not isinstance(final, list) or not final:
+            raise ValueError(f"{where}: field 'final_answer' must be a non-empty list, got {final!r}")
+        if row.get("context"):
+            problem = f"{row['context']}\n{problem}"
+        return {"id": str(row.get("id", index)), "problem": problem, "answer": strip_dollars(final[0]),
+                "level": None, "subject": row.get("subfield")}
+    if name == "college_math":
+        problem = _need(row, "question", where)
+        gold = strip_dollars(str(_need(row, "answer", where)))
+        rid = f"{row['data_source']}/{row['question_number']}" if "question_number" in row else str(index)
+        return {"id": rid, "problem": problem, "answer": gold, "level": None,
+                "subject": row.get("data_topic")}
+    if name in ("aime24", "aime25"):
+        problem = row.get("problem", row.get("question"))
+        if problem is None:
+            raise ValueError(f"{where}: missing field 'problem' (row has {sorted(row)})")
+        return {"id": str(row.get("id", index)), "problem": problem,
+                "answer": str(_need(row, "answer", where)).strip(), "level": None, "subject": None}
+    if name == "toy":
+        return {"id": str(_need(row, "id", where)), "problem": _need(row, "problem", where),
+                "answer": str(_need(row, "answer", where)), "level": _level(_need(row, "level", where)),
+                "subject": None}
+    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _from_file(name: str, path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {name!r}: {path} not found")
+    rows = io.read_jsonl(path)
+    return [normalize_row(name, r, i, str(path)) for i, r in enumerate(rows)]
+
+
+def _from_hub(name: str) -> list[dict]:
+    import datasets
+
+    rows: list[dict] = []
+    for repo, config, split, files in HUB_SOURCES[name]:
+        if repo == "json":
+            ds = datasets.load_dataset("json", data_files=files, split=split)
+        else:
+            ds = datasets.load_dataset(repo, config, split=split)
+        where = f"{files or repo}[{config or ''}:{split}]"
+        rows += [normalize_row(name, r, len(rows) + i, where) for i, r in enumerate(ds)]
+    return rows
+
+
+def load_benchmark(name: str, data_dir: str | Path | None = None, split: str = "test",
+                   limit: int | None = None, toy_seed: int = 0) -> list[dict]:
+    """Rows ``{id, problem, answer, level, subject}`` of benchmark ``name``.
+
+    ``data_dir`` holds ``<name>/<split>.jsonl``; without it the hub copy is downloaded — except for
+    ``toy``, whose split is generated by :func:`l2s.toy.task.make_splits` (``TOY_DEFAULT_N`` per level).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if data_dir is not None:
+        rows = _from_file(name, Path(data_dir) / name / f"{split}.jsonl")
+    elif name == "toy":
+        from l2s.toy import task
+
+        generated = task.make_splits({split: TOY_DEFAULT_N}, seed=toy_seed)[split]
+        rows = [normalize_row("toy", r, i, f"toy:{split}") for i, r in enumerate(generated)]
+    else:
+        if split != "test":
+            raise ValueError(f"dataset {name!r}: only the test split is on the hub, got {split!r}")
+        rows = _from_hub(name)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"dataset {name!r}: duplicate ids")
+    return rows[:limit] if limit is not None else rows
