@@ -1,0 +1,95 @@
+"""transformers generation: batched, left-padded, KV-cached, prompts sorted by length.
+
+Requests are sorted by prompt length (longest first, so an out-of-memory error shows at once and
+padding is small) and generated ``batch_size`` at a time with ``model.generate``. Sampled decoding
+seeds torch per batch from the run seed and the batch's request keys, so the same requests give the
+same responses. Greedy responses do not depend on the seed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from tqdm.auto import tqdm
+
+from l2s.eval.backends.base import Backend, Generation, Request, cut_at_stop
+from l2s.eval.sampling import SamplingConfig, request_seed
+
+
+class HFBackend(Backend):
+    def __init__(self, model: str, tokenizer: str | None = None, batch_size: int = 16,
+                 dtype: str = "auto", device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+
+    @classmethod
+    def from_objects(cls, model, tokenizer, batch_size: int = 16) -> "HFBackend":
+        """Wrap an already loaded model and tokenizer (tests, notebooks)."""
+        self = cls.__new__(cls)
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.tokenizer.padding_side = "left"
+        self.device = next(model.parameters()).device
+        return self
+
+    def model_info(self) -> dict:
+        return {"config": self.model.config.to_dict()}
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig,
+                 progress: bool = True) -> Iterator[list[tuple[Request, Generation]]]:
+        import torch
+
+        tok = self.tokenizer
+        lengths = [len(ids) for ids in tok([r.prompt for r in requests], add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(requests)), key=lambda i: (-lengths[i], i))
+        eos_ids = self._eos_ids()
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
+                      eos_token_id=sorted(eos_ids), do_sample=not sampling.greedy)
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k if sampling.top_k > 0 else None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        bar = tqdm(total=len(requests), desc="generating (hf)", unit="resp", disable=not progress)
+        for start in range(0, len(order), self.batch_size):
+            batch = [requests[i] for i in order[start:start + self.batch_size]]
+            enc = tok([r.prompt for r in batch], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(self.device)
+            if not sampling.greedy:
+                torch.manual_seed(request_seed(sampling.seed, *[k for r in batch for k in r.key]))
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+            new = out[:, enc["input_ids"].shape[1]:].tolist()
+            results = [(r, self._to_generation(ids, eos_ids, sampling)) for r, ids in zip(batch, new)]
+            bar.update(len(batch))
+            yield results
+        bar.close()
+
+    def _to_generation(self, ids: list[int], eos_ids: set[int], sampling: SamplingConfig) -> Generation:
+        cut = next((i for i, t in enumerate(ids) if t in eos_ids), None)
+        ended_by_eos = cut is not None
+        ids = ids[:cut] if ended_by_eos else ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, sampling.stop)
+        finished = ended_by_eos or stopped
+        return Generation(token_ids=ids, text=text, finished=finished,
+                          truncated=not finished and len(ids) >= sampling.max_new_tokens)

@@ -1,0 +1,198 @@
+"""A resumable evaluation run: ``runs/<name>/{config,generations,metrics,provenance}``.
+
+``generations.jsonl`` is appended (and fsynced) as each batch finishes; a rerun with the same config
+skips the (dataset, id, sample) triples already there, so a killed run resumes without losing or
+duplicating rows. At the end the file is rewritten in canonical order (dataset, problem, sample), so
+the same config gives the same bytes whether or not the run was interrupted (for greedy decoding),
+and ``metrics.json`` and ``provenance.json`` are written.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from l2s import io
+from l2s.data import load_benchmark
+from l2s.eval.backends import Request, make_backend, resolve_backend
+from l2s.eval.grading import GradeConfig, Grader
+from l2s.eval.measures import keyword_hits
+from l2s.eval.metrics import compute_metrics
+from l2s.eval.prompts import COT_STOP, PROMPTS, build_prompt, load_exemplars
+from l2s.eval.sampling import SamplingConfig
+from l2s.provenance import config_hash, file_sha256, provenance
+
+log = logging.getLogger(__name__)
+GENERATIONS, CONFIG, METRICS, PROVENANCE = "generations.jsonl", "config.json", "metrics.json", "provenance.json"
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides a run's outputs (saved as config.json). ``tags`` are free-form labels
+    for the study (size, role, method, params) and do not change the outputs."""
+
+    model: str
+    datasets: tuple[str, ...]
+    out: str
+    data_dir: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    prompt: str = "qwen25-math-cot"
+    exemplars: str | None = None
+    n_shots: int = 4
+    tokenizer: str | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    grading: GradeConfig = field(default_factory=GradeConfig)
+    backend: str = "auto"
+    batch_size: int = 16
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    tags: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.datasets, str):
+            self.datasets = tuple(d for d in self.datasets.split(",") if d)
+        self.datasets = tuple(self.datasets)
+        if not self.datasets:
+            raise ValueError("no datasets given")
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingConfig.from_dict(self.sampling)
+        if isinstance(self.grading, dict):
+            self.grading = GradeConfig(**self.grading)
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt {self.prompt!r}; expected one of {', '.join(PROMPTS)}")
+        if self.prompt == "cot" and not self.sampling.stop:
+            self.sampling = SamplingConfig.from_dict({**self.sampling.to_dict(), "stop": list(COT_STOP)})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["datasets"] = list(self.datasets)
+        d["sampling"] = self.sampling.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown eval config option(s) {sorted(unknown)}")
+        return cls(**d)
+
+    def outputs_key(self) -> dict:
+        """The part of the config that decides outputs (everything but where they go and the tags)."""
+        d = self.to_dict()
+        for k in ("out", "tags"):
+            d.pop(k)
+        d["grading"].pop("workers")
+        return d
+
+
+def _read_done(path: Path) -> list[dict]:
+    """Complete rows of generations.jsonl; a torn last line (killed mid-write) is cut off on disk
+    so that appending continues on a clean line boundary."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    rows = io.read_jsonl(path, tolerate_torn_tail=True)
+    if text and not text.endswith("\n"):
+        io.write_jsonl(path, rows)
+    return rows
+
+
+def _prepare_out(cfg: EvalConfig) -> Path:
+    out = Path(cfg.out)
+    cfg_path = out / CONFIG
+    if cfg_path.exists():
+        old = EvalConfig.from_dict(io.read_json(cfg_path))
+        if old.outputs_key() != cfg.outputs_key():
+            diff = sorted(k for k in cfg.outputs_key() if old.outputs_key().get(k) != cfg.outputs_key()[k])
+            raise FileExistsError(f"{out} holds a run with a different config (differs in {diff}); "
+                                  "choose another --out or delete it")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not an l2s run directory (no {CONFIG})")
+    io.atomic_write_json(cfg_path, cfg.to_dict())
+    return out
+
+
+def _model_provenance(cfg: EvalConfig, backend) -> dict:
+    info: dict = {"model": cfg.model}
+    model_dir = Path(cfg.model)
+    if (model_dir / "config.json").is_file():
+        info["model_config_hash"] = config_hash(io.read_json(model_dir / "config.json"))
+    elif backend is not None:
+        info["model_config_hash"] = config_hash(backend.model_info().get("config"))
+    if (model_dir / "l2s_merge.json").is_file():
+        info["l2s_merge"] = io.read_json(model_dir / "l2s_merge.json")
+        info["l2s_merge_sha256"] = file_sha256(model_dir / "l2s_merge.json")
+    return info
+
+
+def score_row(base: dict, response: str, n_tokens: int, finished: bool, truncated: bool, grade) -> dict:
+    """One generations.jsonl row (the contract's fields, plus ``grade_status``)."""
+    hits = keyword_hits(response)
+    return {**base, "response": response, "pred": grade.pred, "correct": grade.correct,
+            "grade_status": grade.status, "n_tokens": n_tokens, "finished": finished,
+            "truncated": truncated, "reflective": hits > 0, "keyword_hits": hits}
+
+
+def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
+    """Run (or resume) an evaluation and return its directory. ``backend``: an already built
+    :class:`~l2s.eval.backends.Backend` (e.g. ``HFBackend.from_objects``) instead of loading ``cfg.model``."""
+    out = _prepare_out(cfg)
+    gen_path = out / GENERATIONS
+    done_rows = _read_done(gen_path)
+    done = {(r["dataset"], str(r["id"]), int(r["sample"])) for r in done_rows}
+
+    problems = {name: load_benchmark(name, cfg.data_dir, cfg.split, cfg.limit) for name in cfg.datasets}
+    wanted = [(name, row, s) for name, rows in problems.items() for row in rows for s in range(cfg.sampling.n)]
+    pending = [w for w in wanted if (w[0], w[1]["id"], w[2]) not in done]
+    log.info("%s: %d responses wanted, %d done, %d to generate", out, len(wanted), len(wanted) - len(pending),
+             len(pending))
+
+    own_backend = backend is None
+    if pending:
+        if own_backend:
+            backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
+                                   batch_size=cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size,
+                                   dtype=cfg.dtype)
+        exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
+        prompt_of: dict[tuple, str] = {}
+        base_of: dict[tuple, dict] = {}
+        requests = []
+        for name, row, s in pending:
+            key = (name, row["id"], s)
+            if (name, row["id"]) not in prompt_of:
+                prompt_of[(name, row["id"])] = build_prompt(cfg.prompt, row["problem"], backend.tokenizer,
+                                                            exemplars, cfg.n_shots)
+            prompt = prompt_of[(name, row["id"])]
+            base_of[key] = {"id": row["id"], "dataset": name, "level": row["level"], "sample": s,
+                            "prompt": prompt, "answer": row["answer"]}
+            requests.append(Request(key, prompt))
+        with Grader(cfg.grading) as grader:
+            for batch in backend.generate(requests, cfg.sampling, progress=progress):
+                grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
+                io.append_jsonl(gen_path, [score_row(base_of[r.key], g.text, len(g.token_ids), g.finished,
+                                                     g.truncated, gr) for (r, g), gr in zip(batch, grades)])
+    rows = finalize(out, wanted)
+    backend_name = type(backend).__name__ if backend is not None else resolve_backend(cfg.backend)
+    io.atomic_write_json(out / PROVENANCE, provenance(seed=cfg.sampling.seed, backend=backend_name,
+                                                      n_responses=len(rows), **_model_provenance(cfg, backend)))
+    if own_backend and backend is not None:
+        backend.close()
+    return out
+
+
+def finalize(out: Path, wanted: list[tuple]) -> list[dict]:
+    """Rewrite generations.jsonl in canonical order (one row per wanted response; duplicates from
+    any older writer dropped) and write metrics.json."""
+    gen_path = out / GENERATIONS
+    by_key = {}
+    for r in _read_done(gen_path):
+        by_key.setdefault((r["dataset"], str(r["id"]), int(r["sample"])), r)
+    missing = [(n, row["id"], s) for n, row, s in wanted if (n, row["id"], s) not in by_key]
+    if missing:
+        raise RuntimeError(f"{gen_path}: {len(missing)} responses missing after generation, e.g. {missing[:3]}")
+    rows = [by_key[(n, row["id"], s)] for n, row, s in wanted]
+    io.write_jsonl(gen_path, rows)
+    io.atomic_write_json(out / METRICS, compute_metrics(rows))
+    return rows
