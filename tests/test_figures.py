@@ -169,6 +169,11 @@ def test_stale_figure_removed_and_bad_metrics_named(tmp_path):
     written = make_figures(runs, out, only=["adar1_by_level"])
     assert written == {} and not (out / "adar1_by_level.png").exists()
     metrics = json.loads((runs / "s-slow" / "metrics.json").read_text())
+    metrics["datasets"]["empty"] = {"n": 0, "accuracy": None, "mean_tokens": None, "median_tokens": None,
+                                    "reflective_ratio": None, "keyword_hits": None, "truncated": 0, "by_level": {}}
+    (runs / "s-slow" / "metrics.json").write_text(json.dumps(metrics))
+    make_figures(runs, out, only=["self_correction"])  # an empty dataset is skipped, not a crash
+    assert "empty" not in set(_csv(out, "self_correction")["dataset"])
     del metrics["datasets"]["toy"]["mean_tokens"]
     (runs / "s-slow" / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ValueError, match=r"metrics.json datasets.toy: missing metric field\(s\) mean_tokens"):

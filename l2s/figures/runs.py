@@ -120,11 +120,15 @@ def load_runs(runs_dir: str | Path) -> Runs:
                 "sweep": bool(tags.get("sweep", False))}
         for dataset in sorted(metrics["datasets"]):
             values = metrics["datasets"][dataset]
+            if not values.get("n"):  # an empty group has no accuracy or length to plot
+                log.info("figures: %s: dataset %s has no responses; skipped", run.name, dataset)
+                continue
             rows.append({**base, "dataset": dataset, **_metric_row(values, f"{metrics_path} datasets.{dataset}")})
             for level in sorted(values.get("by_level") or {}, key=int):
-                where = f"{metrics_path} datasets.{dataset}.by_level.{level}"
-                level_rows.append({**base, "dataset": dataset, "level": int(level),
-                                   **_metric_row(values["by_level"][level], where)})
+                if values["by_level"][level].get("n"):
+                    where = f"{metrics_path} datasets.{dataset}.by_level.{level}"
+                    level_rows.append({**base, "dataset": dataset, "level": int(level),
+                                       **_metric_row(values["by_level"][level], where)})
     columns = ["run", "size", "role", "method", "method_label", "params", "sweep", "dataset", *METRIC_KEYS]
     return Runs(datasets=pd.DataFrame(rows, columns=columns),
                 levels=pd.DataFrame(level_rows, columns=[*columns[:8], "level", *METRIC_KEYS]))
