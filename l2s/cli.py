@@ -17,6 +17,7 @@ from l2s import __version__
 # Subcommand modules, in the order ``l2s --help`` lists them.
 SUBCOMMAND_MODULES = [
     "l2s.toy.cli",
+    "l2s.eval.cli",
     "l2s.prefs.cli",
     "l2s.dpo.cli",
     "l2s.merge.cli",
