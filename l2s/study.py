@@ -20,7 +20,7 @@ Each step runs with papermill (working directory: the directory ``l2s study`` ru
 also receives ``run_dir``. While it runs, the executed notebook is written beside the run directory;
 on success it moves into the run directory and ``study_step.json`` (the completion marker) is written
 atomically, last. A step whose marker exists is skipped, so an interrupted study resumes where it
-stopped. A failed step keeps its executed notebook as ``<run_dir>.failed.ipynb`` for reading and leaves
+stopped (a step with ``always: true``, such as the figures, runs every time). A failed step keeps its executed notebook as ``<run_dir>.failed.ipynb`` for reading and leaves
 every finished step alone.
 """
 
@@ -57,6 +57,7 @@ class StepSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     name: str | None = None
+    always: bool = False  # rerun on every study run (e.g. the figures step, which reads all runs)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Step:
     notebook: Path
     run_dir: Path
     parameters: dict[str, Any]
+    always: bool = False
 
     @property
     def marker(self) -> Path:
@@ -176,7 +178,8 @@ def expand(config: StudyConfig) -> list[Step]:
             params = {**_fill(config.parameters, env, where), **_fill(spec.parameters, env, where)}
             params.setdefault("run_dir", run_dir.as_posix())
             name = _fill(spec.name, env, where) if spec.name else run_dir.name
-            steps.append(Step(name=name, notebook=Path(spec.notebook), run_dir=run_dir, parameters=params))
+            steps.append(Step(name=name, notebook=Path(spec.notebook), run_dir=run_dir, parameters=params,
+                              always=bool(spec.always)))
     for attr in ("name", "run_dir"):
         seen: dict = {}
         for s in steps:
@@ -263,7 +266,7 @@ def run_study(config: StudyConfig, only: list[str] | None = None, dry_run: bool 
         if state == "stale":
             log.warning("study: %s was finished with other parameters or another notebook version; "
                         "keeping it (delete %s to rerun)", s.name, s.marker)
-        if state in ("done", "stale") or (failed and not keep_going):
+        if (state in ("done", "stale") and not s.always) or (failed and not keep_going):
             outcomes.append(Outcome(s, state if state != "pending" else "not run"))
             continue
         t0 = time.perf_counter()

@@ -124,6 +124,12 @@ def test_run_fail_resume_and_skip(tmp_path, monkeypatch):
     assert executions(tmp_path) == ["runs/a", "runs/b", "runs/b", "runs/c"]
     assert not Path("runs/b.failed.ipynb").exists() and (Path("runs/b") / MARKER).is_file()
 
+    # a step marked always (like the figures) reruns every time; finished ones stay skipped
+    steps[2]["always"] = True
+    write_config(cfg, steps, figures_dir="figures")
+    assert [o.state for o in run_study(load_config(cfg))] == ["done", "done", "ran"]
+    assert executions(tmp_path)[-1] == "runs/c" and len(executions(tmp_path)) == 5
+
     # changed parameters make a finished step "stale": kept, reported, not rerun
     steps[0]["parameters"]["value"] = 10
     write_config(cfg, steps, figures_dir="figures")
