@@ -1,0 +1,80 @@
+"""A micro toy family builds in seconds, is cached, loads with AutoModelForCausalLM and generates."""
+
+import json
+
+import pytest
+import torch
+
+from l2s.toy import build, family, task
+from l2s.toy.tokenizer import build_tokenizer
+from l2s.toy.train import encode_example, prompt_messages
+
+
+@pytest.fixture(scope="module")
+def micro_family(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, build.build_family("micro", cache=cache)
+
+
+def test_micro_family_is_built_cached_and_loads(micro_family, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache, dirs = micro_family
+    assert set(dirs) == {"quick", "slow", "short"}
+    for role, path in dirs.items():
+        card = json.loads((path / build.CARD).read_text())
+        assert card["role"] == role and card["training"]["steps"] > 0
+        assert card["provenance"]["packages"]["torch"].startswith("2.13.0")
+        for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json"):
+            assert (path / name).is_file(), name
+    assert json.loads((dirs["slow"] / build.CARD).read_text())["parent"] == "quick"
+    mtime = (dirs["slow"] / "model.safetensors").stat().st_mtime_ns
+    again = build.build_family("micro", cache=cache)
+    assert again == dirs and (dirs["slow"] / "model.safetensors").stat().st_mtime_ns == mtime
+
+    model = AutoModelForCausalLM.from_pretrained(dirs["slow"])
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    tok = AutoTokenizer.from_pretrained(dirs["slow"])
+    prompt = tok.apply_chat_template(prompt_messages(task.sample_problem(__import__("random").Random(0), 3).text()),
+                                     add_generation_prompt=True, tokenize=False)
+    enc = tok([prompt, prompt], return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=5, do_sample=False)
+    assert out.shape[0] == 2 and enc.input_ids.shape[1] < out.shape[1] <= enc.input_ids.shape[1] + 5
+
+
+def test_slow_is_a_fine_tune_of_quick(micro_family):
+    from safetensors.torch import load_file
+
+    _, dirs = micro_family
+    q, s = load_file(dirs["quick"] / "model.safetensors"), load_file(dirs["slow"] / "model.safetensors")
+    assert q.keys() == s.keys()
+    diff = sum(((s[k] - q[k]) ** 2).sum() for k in q) ** 0.5
+    norm = sum((q[k] ** 2).sum() for k in q) ** 0.5
+    assert 0 < diff / norm < 1
+
+
+def test_export_refuses_foreign_dir_and_reuses_same(micro_family, tmp_path):
+    cache, _ = micro_family
+    out = tmp_path / "fam"
+    build.export_family("micro", out, cache=cache)
+    assert (out / "short" / "model.safetensors").is_file()
+    build.export_family("micro", out, cache=cache)  # same build: fine
+    (tmp_path / "other").mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build.export_family("micro", tmp_path / "other", cache=cache)
+
+
+def test_labels_mask_the_prompt():
+    tok = build_tokenizer()
+    p = task.sample_problem(__import__("random").Random(1), 2)
+    ex = encode_example(tok, p, "terse")
+    n_prompt = sum(1 for x in ex["labels"] if x == -100)
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
+    assert ex["input_ids"][-1] == tok.eos_token_id
+    assert tok.decode(ex["input_ids"][n_prompt:-1]) == task.solution(p, "terse")
+
+
+def test_unknown_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown toy size"):
+        family.get_size("xxl")
+    assert family.DEFAULT_SIZE in family.SIZES and torch.__version__.startswith("2.13")
