@@ -239,6 +239,19 @@ class Grader:
         self._pool: ProcessPoolExecutor | None = None
         _init_worker()
 
+    def start(self) -> ProcessPoolExecutor:
+        """Start the worker processes now. Call it before loading a model onto a GPU: the workers are
+        forked (no re-import of the caller's script, which spawn would need guarded by ``if __name__
+        == "__main__"``), and forking is safe only before CUDA and the inference engine's threads exist."""
+        if self._pool is None:
+            import math_verify  # noqa: F401  (imported once here, inherited by the forked workers)
+
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(max(1, self._workers()), initializer=_init_worker,
+                                             mp_context=multiprocessing.get_context(method))
+            self._pool.submit(_init_worker).result()  # with fork, all workers start on the first task
+        return self._pool
+
     def _workers(self) -> int:
         w = self.config.workers
         return min(os.cpu_count() or 1, 8) if w is None else w
@@ -254,13 +267,7 @@ class Grader:
         if self._workers() == 0 or len(items) < cfg.min_pool_items:
             mapped = map(fn, chunks)
         else:
-            if self._pool is None:
-                # fork: workers need no re-import of the caller's script (spawn would require an
-                # ``if __name__ == "__main__"`` guard) and never touch torch or CUDA.
-                method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-                self._pool = ProcessPoolExecutor(self._workers(), initializer=_init_worker,
-                                                 mp_context=multiprocessing.get_context(method))
-            mapped = self._pool.map(fn, chunks)
+            mapped = self.start().map(fn, chunks)
         for chunk_out in mapped:
             results += [Grade(*r) for r in chunk_out]
             bar.update(len(chunk_out))

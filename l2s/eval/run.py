@@ -150,36 +150,47 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
              len(pending))
 
     own_backend = backend is None
-    if pending:
-        if own_backend:
-            backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
-                                   batch_size=cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size,
-                                   dtype=cfg.dtype)
-        exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
-        prompt_of: dict[tuple, str] = {}
-        base_of: dict[tuple, dict] = {}
-        requests = []
-        for name, row, s in pending:
-            key = (name, row["id"], s)
-            if (name, row["id"]) not in prompt_of:
-                prompt_of[(name, row["id"])] = build_prompt(cfg.prompt, row["problem"], backend.tokenizer,
-                                                            exemplars, cfg.n_shots)
-            prompt = prompt_of[(name, row["id"])]
-            base_of[key] = {"id": row["id"], "dataset": name, "level": row["level"], "sample": s,
-                            "prompt": prompt, "answer": row["answer"]}
-            requests.append(Request(key, prompt))
-        with Grader(cfg.grading) as grader:
-            for batch in backend.generate(requests, cfg.sampling, progress=progress):
-                grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
-                io.append_jsonl(gen_path, [score_row(base_of[r.key], g.text, len(g.token_ids), g.finished,
-                                                     g.truncated, gr) for (r, g), gr in zip(batch, grades)])
-    rows = finalize(out, wanted)
-    backend_name = type(backend).__name__ if backend is not None else resolve_backend(cfg.backend)
-    io.atomic_write_json(out / PROVENANCE, provenance(seed=cfg.sampling.seed, backend=backend_name,
-                                                      n_responses=len(rows), **_model_provenance(cfg, backend)))
-    if own_backend and backend is not None:
-        backend.close()
+    with Grader(cfg.grading) as grader:
+        try:
+            if pending:
+                if len(pending) >= cfg.grading.min_pool_items and grader._workers() > 0:
+                    grader.start()  # fork the grading workers before the model reaches the GPU
+                if own_backend:
+                    backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
+                                           batch_size=cfg.batch_size, dtype=cfg.dtype,
+                                           tensor_parallel_size=cfg.tensor_parallel_size)
+                _generate(cfg, backend, grader, pending, gen_path, progress)
+            rows = finalize(out, wanted)
+            if pending or not (out / PROVENANCE).exists():  # a no-op rerun keeps the record of the real run
+                backend_name = type(backend).__name__ if backend is not None else cfg.backend
+                io.atomic_write_json(out / PROVENANCE, provenance(seed=cfg.sampling.seed, backend=backend_name,
+                                                                  n_responses=len(rows),
+                                                                  **_model_provenance(cfg, backend)))
+        finally:
+            if own_backend and backend is not None:
+                backend.close()
     return out
+
+
+def _generate(cfg: EvalConfig, backend, grader: Grader, pending: list[tuple], gen_path: Path,
+              progress: bool) -> None:
+    """Generate the pending responses; grade, measure and append each batch as it arrives."""
+    exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
+    prompt_of: dict[tuple, str] = {}
+    base_of: dict[tuple, dict] = {}
+    requests = []
+    for name, row, s in pending:
+        if (name, row["id"]) not in prompt_of:
+            prompt_of[(name, row["id"])] = build_prompt(cfg.prompt, row["problem"], backend.tokenizer,
+                                                        exemplars, cfg.n_shots)
+        key = (name, row["id"], s)
+        base_of[key] = {"id": row["id"], "dataset": name, "level": row["level"], "sample": s,
+                        "prompt": prompt_of[(name, row["id"])], "answer": row["answer"]}
+        requests.append(Request(key, base_of[key]["prompt"]))
+    for batch in backend.generate(requests, cfg.sampling, progress=progress):
+        grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
+        io.append_jsonl(gen_path, [score_row(base_of[r.key], g.text, len(g.token_ids), g.finished, g.truncated, gr)
+                                   for (r, g), gr in zip(batch, grades)])
 
 
 def finalize(out: Path, wanted: list[tuple]) -> list[dict]:
