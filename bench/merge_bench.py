@@ -175,7 +175,7 @@ def report(rows: list[dict], mergekit: str) -> None:
     print(f"\nmergekit: {mergekit}\n")
     print(f"| run | wall (s) | peak RSS (MB) |\n|---|---:|---:|")
     for r in rows:
-        status = "" if r["ok"] else f" FAILED: {" / ".join(r["error"])[:300]}"
+        status = "" if r["ok"] else " FAILED: " + " / ".join(r["error"])[:300]
         print(f"| {r['run']}{status} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} |")
     pairs = [("l2s task_arithmetic", "mergekit task_arithmetic", 0.7, 0.5),
              ("l2s ties k=0.8", "mergekit ties", 0.25, 0.5),
