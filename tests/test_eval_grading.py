@@ -114,6 +114,19 @@ def test_timeout_counts_as_wrong(monkeypatch):
     assert g == Grade("1+1", False, "timeout") and time.time() - t < 2
 
 
+def test_timeouts_in_the_pool_are_wrong_and_counted(monkeypatch):
+    def slow(*a, **k):
+        time.sleep(5)
+
+    monkeypatch.setattr(grading, "_verify", slow)  # the forked workers inherit the slow grader
+    items = [("\\boxed{1+1}", "2", False), ("\\boxed{2}", "2", False), ("\\boxed{x}", "3", False)]
+    t = time.time()
+    with Grader(GradeConfig(workers=2, min_pool_items=1, chunk_size=1, timeout_s=0.3)) as g:
+        grades = g.grade(items)
+    assert [x.status for x in grades] == ["timeout", "exact", "timeout"]
+    assert [x.correct for x in grades] == [False, True, False] and time.time() - t < 4
+
+
 def test_pool_keeps_order_and_matches_in_process():
     items = [(f"\\boxed{{{i}}}", str(i if i % 3 else i + 1), i % 5 == 0) for i in range(80)]
     with Grader(GradeConfig(workers=2, min_pool_items=1, chunk_size=7)) as g:

@@ -189,6 +189,8 @@ def test_score_real_outputs(shared_data, tmp_path):
     assert m["datasets"]["gsm8k"]["accuracy"] == pytest.approx(sum(s["correct"] for s in g) / len(g))
     assert m["datasets"]["gsm8k"]["truncated"] == sum(s["truncated"] for s in g)
     assert sum(v["n"] for v in m["datasets"]["math500"]["by_level"].values()) == 40
+    # The responses were cut at 2000 generated tokens: re-encoding gives at most, and often exactly, 2000.
+    assert max(lengths) == 2000 and 0 < sum(n == 2000 for n in lengths) < len(lengths)
     assert main(["compare", str(out), str(out)]) == 0
     with pytest.raises(SystemExit):
         main(["score", "--responses", str(tmp_path / "resp.jsonl")])
@@ -196,6 +198,22 @@ def test_score_real_outputs(shared_data, tmp_path):
     assert main(["score", "--responses", str(tmp_path / "bad.jsonl"), "--tokenizer", str(tok_dir),
                  "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_score_quick_model_outputs_agree_with_the_files_judge(shared_data, tmp_path):
+    """Qwen2.5-Math-1.5B's 500 GSM8K responses, lengths in the Qwen2.5 tokenizer: our accuracy is within
+    3 points of the GPT judge's figure stored in the file (the responses rarely hit the cap)."""
+    from l2s.eval.score import ScoreConfig, score_responses
+
+    data = json.loads((shared_data / "real_outputs" / "benchmark_results_qwen2.5-math-1.5b_gsm8k.json").read_text())
+    rows = [{"response": t["model_answers"]["base_model"], "answer": t["correct_answer"].split("####")[-1].strip()}
+            for t in data["tasks"]]
+    io.write_jsonl(tmp_path / "quick.jsonl", rows)
+    out = score_responses(ScoreConfig(responses=str(tmp_path / "quick.jsonl"), out=str(tmp_path / "s"),
+                                      tokenizer=str(shared_data / "tokenizers" / "qwen2.5")), progress=False)
+    m = io.read_json(out / "metrics.json")["datasets"]["responses"]
+    assert m["n"] == 500 and m["truncated"] == 0
+    assert abs(m["accuracy"] - data["results"]["accuracy"]["base_model"] / 100) < 0.03
 
 
 def test_compare_cli(tmp_path, capsys):
@@ -207,6 +225,49 @@ def test_compare_cli(tmp_path, capsys):
     assert cmp["datasets"]["toy"]["length_change"] == pytest.approx(-0.4)
     assert cmp["avg"]["accuracy_delta"] == pytest.approx(-0.25)
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "nope")]) == 2
+
+
+def test_backend_choice():
+    from l2s.eval.backends import resolve_backend, vllm_usable
+
+    assert resolve_backend("hf") == "hf"
+    assert resolve_backend("auto") == ("vllm" if vllm_usable() else "hf")
+    if not vllm_usable():
+        with pytest.raises(ValueError, match="needs vLLM installed and a CUDA GPU"):
+            resolve_backend("vllm")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("tpu")
+
+
+@pytest.mark.slow
+def test_killed_process_resumes(tiny_model, tmp_path):
+    """SIGKILL a real ``l2s eval`` process once rows have been appended; the rerun completes the run
+    with every response exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "l2s", "eval", "--model", str(tiny_model), "--datasets", "toy", "--prompt", "chat",
+           "--max-new-tokens", "32", "--backend", "hf", "--batch-size", "2", "--limit", "40", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gen = out / "generations.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if gen.exists() and gen.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(io.read_jsonl(gen, tolerate_torn_tail=True))
+    assert 2 <= n_before < 40 and not (out / "metrics.json").exists()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = _rows(out)
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
+    assert io.read_json(out / "metrics.json")["datasets"]["toy"]["n"] == 40
 
 
 @pytest.mark.gpu
