@@ -18,6 +18,7 @@ from l2s import __version__
 SUBCOMMAND_MODULES = [
     "l2s.toy.cli",
     "l2s.eval.cli",
+    "l2s.prefs.sample",
     "l2s.prefs.cli",
     "l2s.dpo.cli",
     "l2s.merge.cli",

@@ -1,0 +1,258 @@
+"""Ada-R1 end to end (Luo et al. 2025, arXiv 2504.21659): merge, sample, pair, DPO, evaluate.
+
+1. merge the long- and short-CoT models linearly, θ_M = α·θ_L + (1−α)·θ_S (α = 0.8 in the authors'
+   MergeKit config), into the cache (``l2s.paths.cache_dir()/merged/``; weights never go to git);
+2. sample K responses per training problem from the long and from the short model
+   (``<out>/sample-long``, ``<out>/sample-short``, see :mod:`l2s.prefs.sample`);
+3. build bi-level preference pairs (or an ablation variant) per variant (``<out>/pairs-<variant>``);
+4. DPO (SFT for the ``sft`` variant) of the merged model on them, into the cache;
+5. evaluate the long model, the plain merge and every Ada-R1 variant (greedy) on the eval split
+   (``<out>/eval-long``, ``<out>/eval-merge``, ``<out>/eval-<variant>``).
+
+Every stage is skipped when its output exists, so ``run_adar1`` resumes where a killed run stopped
+and a second call does no work. ``<out>/adar1.json`` records the config, the checkpoint paths and the
+provenance; ``<out>/summary.json`` compares the runs with the long model by level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2s import io, paths
+from l2s.prefs.config import VARIANTS
+
+log = logging.getLogger(__name__)
+RECORD = "adar1.json"
+EVAL_BATCH_SIZE = 32
+# Options that decide the outputs of existing stages: a rerun into the same ``out`` must keep them.
+_PINNED = ("long_model", "short_model", "alpha", "k", "temperature", "top_p", "train_dataset", "train_split",
+           "train_limit", "data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens", "dpo_preset", "seed")
+
+
+@dataclass
+class AdaR1Config:
+    """The whole pipeline. ``variants``: any of :data:`l2s.prefs.config.VARIANTS` (``bilevel`` is
+    Ada-R1; ``group``, ``instance``, ``sft`` and ``shortest_vs_longest`` are Table 2/3's ablations).
+    ``tags`` are added to every evaluation run's tags (e.g. ``{"size": "toy-s"}``)."""
+
+    long_model: str
+    short_model: str
+    out: str
+    alpha: float = 0.8
+    k: int = 12
+    temperature: float = 0.6
+    top_p: float = 0.95
+    train_dataset: str = "toy"
+    train_split: str = "train"
+    train_limit: int | None = None
+    data_dir: str | None = None
+    prompt: str = "chat"
+    eval_datasets: tuple = ("toy",)
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    max_new_tokens: int | None = None
+    dpo_preset: str = "toy"
+    variants: tuple = ("bilevel",)
+    seed: int = 0
+    tags: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from l2s.dpo.config import PRESETS
+
+        self.long_model, self.short_model, self.out = str(self.long_model), str(self.short_model), str(self.out)
+        if isinstance(self.eval_datasets, str):
+            self.eval_datasets = tuple(d for d in self.eval_datasets.split(",") if d)
+        self.eval_datasets, self.variants = tuple(self.eval_datasets), tuple(self.variants)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha (weight of the long model in the merge) must be in [0, 1], got {self.alpha!r}")
+        self.alpha = float(self.alpha)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k (samples per problem and model) must be an integer >= 1, got {self.k!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for sampling, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not self.variants:
+            raise ValueError(f"no variants given; choose from {VARIANTS}")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"unknown or repeated variant(s) {unknown or list(self.variants)}; "
+                             f"expected distinct values from {VARIANTS}")
+        if self.dpo_preset not in PRESETS:
+            raise ValueError(f"unknown dpo_preset {self.dpo_preset!r}; expected one of {sorted(PRESETS)}")
+        if not self.eval_datasets:
+            raise ValueError("eval_datasets is empty")
+        for name in ("train_limit", "eval_limit", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_datasets"], d["variants"] = list(self.eval_datasets), list(self.variants)
+        return d
+
+
+def _fingerprint(model: str) -> dict[str, Any]:
+    """What identifies a checkpoint without hashing gigabytes: its path, config hash and weight files'
+    sizes and modification times (a rebuilt checkpoint gets a new merge)."""
+    from l2s.provenance import config_hash
+
+    path = Path(model)
+    if not path.is_dir():
+        return {"model": model}
+    weights = sorted(path.glob("*.safetensors"))
+    return {"model": str(path.resolve()),
+            "config": config_hash(io.read_json(path / "config.json")) if (path / "config.json").is_file() else None,
+            "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]}
+
+
+def merged_path(cfg: AdaR1Config) -> Path:
+    """Where the plain merge of ``cfg`` lives in the cache (a function of its inputs and α)."""
+    from l2s.provenance import config_hash
+
+    key = config_hash({"method": "linear", "alpha": cfg.alpha,
+                       "models": [_fingerprint(cfg.long_model), _fingerprint(cfg.short_model)]})
+    return paths.cache_dir() / "merged" / f"adar1-linear-a{cfg.alpha:g}-{key}"
+
+
+def trained_path(cfg: AdaR1Config, variant: str, merged: Path, pairs_dir: Path) -> Path:
+    """Where the DPO/SFT model of one variant lives in the cache: keyed by the merge, the pairs and the preset."""
+    from l2s.dpo.config import preset_config
+    from l2s.provenance import config_hash, file_sha256
+
+    key = config_hash({"merged": _fingerprint(str(merged)), "pairs": file_sha256(pairs_dir / "pairs.jsonl"),
+                       "train": preset_config(cfg.dpo_preset, seed=cfg.seed).to_dict()})
+    return paths.cache_dir() / "adar1" / f"{variant}-{cfg.dpo_preset}-{key}"
+
+
+def _check_record(cfg: AdaR1Config, out: Path) -> dict[str, Any]:
+    """The run record; a rerun with other pinned options into the same ``out`` is an error."""
+    record_path = out / RECORD
+    if not record_path.is_file():
+        return {"config": cfg.to_dict(), "models": {}, "stages": {}}
+    record = io.read_json(record_path)
+    old = record.get("config") or {}
+    diff = [k for k in _PINNED if old.get(k) != cfg.to_dict()[k]]
+    if diff:
+        raise FileExistsError(f"{out} holds an Ada-R1 run with different {diff}; choose another out or delete it")
+    record["config"] = cfg.to_dict()
+    return record
+
+
+def _stage(record: dict, actions: dict, name: str, done: bool, work) -> None:
+    """Run ``work`` unless ``done``. ``actions`` (this call) says "ran" or "skipped"; the record keeps,
+    per stage, when it last ran and how long it took."""
+    if done:
+        actions[name] = "skipped"
+        log.info("ada-r1: %s exists; skipped", name)
+        return
+    t0 = time.time()
+    log.info("ada-r1: %s", name)
+    work()
+    actions[name] = "ran"
+    record["stages"][name] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1)}
+
+
+def _finished(run: Path) -> bool:
+    return (run / "metrics.json").is_file() and (run / "provenance.json").is_file()
+
+
+def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: str | None) -> None:
+    from l2s.eval.run import EvalConfig, evaluate
+    from l2s.eval.sampling import SamplingConfig
+    from l2s.prefs.sample import default_max_new_tokens
+
+    max_new = cfg.max_new_tokens or default_max_new_tokens(cfg.long_model)
+    evaluate(EvalConfig(model=str(model), datasets=cfg.eval_datasets, out=str(run), data_dir=data_dir,
+                        split=cfg.eval_split, limit=cfg.eval_limit, prompt=cfg.prompt,
+                        sampling=SamplingConfig(**({"max_new_tokens": max_new} if max_new else {})),
+                        batch_size=EVAL_BATCH_SIZE, tags={**cfg.tags, **tags}))
+
+
+def summarize(eval_runs: dict[str, Path], reference: str = "long") -> dict[str, Any]:
+    """Per run and eval dataset: accuracy, mean tokens, reflective (long-CoT) ratio, overall and by
+    level, and the length change and accuracy delta vs the ``reference`` run (Ada-R1 Table 1's columns)."""
+    from l2s.eval.metrics import compare
+
+    metrics = {name: io.read_json(Path(run) / "metrics.json") for name, run in eval_runs.items()}
+    keys = ("n", "accuracy", "mean_tokens", "reflective_ratio")
+    out: dict[str, Any] = {}
+    for name, m in metrics.items():
+        cmp = compare(m, metrics[reference])["datasets"]
+        out[name] = {ds: {**{k: v[k] for k in keys},
+                          "accuracy_delta": cmp[ds]["accuracy_delta"], "length_change": cmp[ds]["length_change"],
+                          "by_level": {lv: {k: b[k] for k in keys} for lv, b in v["by_level"].items()}}
+                     for ds, v in m["datasets"].items()}
+    return {"reference": reference, "runs": out}
+
+
+def run_adar1(cfg: AdaR1Config) -> dict:
+    """Run (or resume) the pipeline; returns every path: ``merged``, ``sample_runs``, ``pairs``,
+    ``models`` (variant -> checkpoint), ``eval_runs`` (name -> run dir), ``record``, ``summary`` and
+    ``stages`` (stage -> "ran" or "skipped" in this call)."""
+    from l2s.dpo.config import preset_config
+    from l2s.dpo.train import train
+    from l2s.merge import MergeConfig, merge
+    from l2s.prefs import PairsConfig, write_pairs
+    from l2s.prefs.sample import SampleConfig, balanced_data_dir, sample
+    from l2s.provenance import provenance
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = _check_record(cfg, out)
+    actions: dict[str, str] = {}
+    io.atomic_write_json(out / RECORD, record)
+
+    merged = merged_path(cfg)
+    _stage(record, actions, "merge", (merged / "l2s_merge.json").is_file(), lambda: merge(MergeConfig(
+        method="linear", models=[cfg.long_model, cfg.short_model], params={"alpha": cfg.alpha},
+        out=str(merged), seed=cfg.seed)))
+    record["models"]["merged"] = str(merged)
+
+    scfg = SampleConfig(long_model=cfg.long_model, short_model=cfg.short_model, out=str(out),
+                        dataset=cfg.train_dataset, split=cfg.train_split, limit=cfg.train_limit,
+                        data_dir=cfg.data_dir, prompt=cfg.prompt, k=cfg.k, temperature=cfg.temperature,
+                        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                        batch_size=EVAL_BATCH_SIZE, tags={k: v for k, v in cfg.tags.items() if k != "role"})
+    sample_runs = {s: out / f"sample-{s}" for s in ("long", "short")}
+    _stage(record, actions, "sample", all(map(_finished, sample_runs.values())), lambda: sample(scfg))
+
+    pairs, models = {}, {}
+    for variant in cfg.variants:
+        pairs[variant] = out / f"pairs-{variant}"
+        _stage(record, actions, f"pairs-{variant}", (pairs[variant] / "summary.json").is_file(),
+               lambda v=variant: write_pairs(pairs[v], sample_runs["long"], sample_runs["short"],
+                                             PairsConfig(variant=v, seed=cfg.seed)))
+        models[variant] = trained_path(cfg, variant, merged, pairs[variant])
+        _stage(record, actions, f"train-{variant}", (models[variant] / "l2s_train.json").is_file(),
+               lambda v=variant: train(merged, pairs[v], models[v], preset_config(cfg.dpo_preset, seed=cfg.seed)))
+        record["models"][variant] = str(models[variant])
+        io.atomic_write_json(out / RECORD, record)
+
+    data_dir = cfg.data_dir
+    if cfg.eval_limit is not None:
+        data_dir = balanced_data_dir(cfg.eval_datasets, cfg.eval_split, cfg.data_dir, out / "data")
+    evals: dict[str, tuple[Path | str, dict]] = {
+        "long": (cfg.long_model, {"role": "baseline", "method": "long"}),
+        "merge": (merged, {"role": "merged", "method": "linear", "params": {"alpha": cfg.alpha}}),
+        **{v: (models[v], {"role": "adar1", "method": v}) for v in cfg.variants}}
+    eval_runs = {}
+    for name, (model, tags) in evals.items():
+        eval_runs[name] = out / f"eval-{name}"
+        _stage(record, actions, f"eval-{name}", _finished(eval_runs[name]),
+               lambda m=model, r=eval_runs[name], t=tags: _eval(cfg, m, r, t, data_dir))
+
+    summary = summarize(eval_runs)
+    io.atomic_write_json(out / "summary.json", summary)
+    if "ran" in actions.values() or "provenance" not in record:
+        record["provenance"] = provenance(seed=cfg.seed)
+    record["eval_runs"] = {k: str(v) for k, v in eval_runs.items()}
+    io.atomic_write_json(out / RECORD, record)
+    return {"out": out, "record": out / RECORD, "merged": merged, "sample_runs": sample_runs, "pairs": pairs,
+            "models": models, "eval_runs": eval_runs, "summary": summary, "stages": actions}

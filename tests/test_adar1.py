@@ -1,0 +1,183 @@
+"""Ada-R1 end to end on the micro toy family: merge, sample, pairs, DPO/SFT, evaluate; resume; bad configs; l2s sample."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from l2s.adar1 import AdaR1Config, run_adar1
+from l2s.cli import main
+from l2s.io import read_json, read_jsonl
+from l2s.prefs.sample import interleave_levels
+
+K, TRAIN_LIMIT, EVAL_LIMIT, MAX_NEW = 3, 10, 10, 48
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A micro family in a private cache (``L2S_CACHE``), so merged and trained weights land there."""
+    from l2s.toy.build import build_family
+
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("L2S_CACHE", str(cache))
+        family = build_family("micro", cache=cache)
+        yield {"cache": cache, "family": family, "root": tmp_path_factory.mktemp("adar1")}
+
+
+def _config(env, out: Path, **kw) -> AdaR1Config:
+    return AdaR1Config(long_model=str(env["family"]["slow"]), short_model=str(env["family"]["short"]), out=str(out),
+                       k=K, train_limit=TRAIN_LIMIT, eval_limit=EVAL_LIMIT, max_new_tokens=MAX_NEW,
+                       variants=("bilevel", "sft"), tags={"size": "toy-micro"}, **kw)
+
+
+@pytest.fixture(scope="module")
+def result(env):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("L2S_CACHE", str(env["cache"]))
+        return run_adar1(_config(env, env["root"] / "run"))
+
+
+def test_pipeline_runs_every_stage_and_wires_them(env, result):
+    out, cache = env["root"] / "run", env["cache"]
+    assert set(result["stages"].values()) == {"ran"}
+    assert list(result["stages"]) == ["merge", "sample", "pairs-bilevel", "train-bilevel", "pairs-sft", "train-sft",
+                                      "eval-long", "eval-merge", "eval-bilevel", "eval-sft"]
+
+    # merge: θ = 0.8 θ_L + 0.2 θ_S, in the cache, recorded in the run dir, no weights under out
+    merged = result["merged"]
+    assert merged.parent == cache / "merged" and read_json(merged / "l2s_merge.json")["method"] == "linear"
+    long_w, short_w = (load_file(env["family"][r] / "model.safetensors") for r in ("slow", "short"))
+    merged_w = load_file(merged / "model.safetensors")
+    for name in long_w:
+        torch.testing.assert_close(merged_w[name], 0.8 * long_w[name] + 0.2 * short_w[name])
+    record = read_json(out / "adar1.json")
+    assert record["models"]["merged"] == str(merged) and record["config"]["alpha"] == 0.8
+    assert record["provenance"]["seed"] == 0 and not list(out.rglob("*.safetensors"))
+
+    # sample: K samples of each model per training problem, the paper's sampling, levels balanced
+    for style, model in (("long", "slow"), ("short", "short")):
+        run = result["sample_runs"][style]
+        cfg = read_json(run / "config.json")
+        assert cfg["model"] == str(env["family"][model]) and cfg["split"] == "train"
+        assert {k: cfg["sampling"][k] for k in ("n", "temperature", "top_p")} == {"n": K, "temperature": 0.6,
+                                                                                  "top_p": 0.95}
+        rows = read_jsonl(run / "generations.jsonl")
+        assert len(rows) == TRAIN_LIMIT * K and {r["sample"] for r in rows} == set(range(K))
+        assert Counter(r["level"] for r in rows) == {lv: TRAIN_LIMIT // 5 * K for lv in range(1, 6)}
+        assert all(r["n_tokens"] <= MAX_NEW and isinstance(r["correct"], bool) for r in rows)
+    assert read_json(result["sample_runs"]["long"] / "config.json")["tags"] == {"size": "toy-micro", "stage": "sample",
+                                                                              "style": "long"}
+
+    # pairs and training: from the sample runs, onto the merged model, checkpoints in the cache
+    for variant, method in (("bilevel", "dpo"), ("sft", "sft")):
+        pairs_cfg = read_json(result["pairs"][variant] / "config.json")
+        assert pairs_cfg["pairs"]["variant"] == variant
+        assert pairs_cfg["inputs"]["long"]["path"] == str(result["sample_runs"]["long"] / "generations.jsonl")
+        model = result["models"][variant]
+        assert model.parent == cache / "adar1" and record["models"][variant] == str(model)
+        card = read_json(model / "l2s_train.json")
+        assert card["method"] == method and card["model"]["path"] == str(merged)
+        assert card["pairs"]["path"] == str(result["pairs"][variant]) and card["config"]["preset"] == "toy"
+
+    # evaluation: greedy on the test split, tagged for the figures
+    want = {"long": ({"role": "baseline", "method": "long"}, env["family"]["slow"]),
+            "merge": ({"role": "merged", "method": "linear", "params": {"alpha": 0.8}}, merged),
+            "bilevel": ({"role": "adar1", "method": "bilevel"}, result["models"]["bilevel"]),
+            "sft": ({"role": "adar1", "method": "sft"}, result["models"]["sft"])}
+    assert set(result["eval_runs"]) == set(want)
+    summary = read_json(out / "summary.json")
+    for name, (tags, model) in want.items():
+        run = result["eval_runs"][name]
+        assert run == out / f"eval-{name}"
+        cfg = read_json(run / "config.json")
+        assert cfg["tags"] == {"size": "toy-micro", **tags} and cfg["model"] == str(model)
+        assert cfg["split"] == "test" and cfg["sampling"]["temperature"] == 0 and cfg["sampling"]["n"] == 1
+        metrics = read_json(run / "metrics.json")["datasets"]["toy"]
+        rows = read_jsonl(run / "generations.jsonl")
+        assert metrics["n"] == EVAL_LIMIT == len(rows)
+        ours, ref = summary["runs"][name]["toy"], read_json(out / "eval-long/metrics.json")["datasets"]["toy"]
+        assert ours["accuracy"] == sum(r["correct"] for r in rows) / len(rows)
+        assert ours["mean_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / len(rows))
+        assert ours["length_change"] == pytest.approx((ours["mean_tokens"] - ref["mean_tokens"]) / ref["mean_tokens"])
+        assert set(ours["by_level"]) == {"1", "2", "3", "4", "5"}
+
+
+def test_second_call_does_no_work_and_a_killed_eval_resumes(env, result, monkeypatch):
+    out = env["root"] / "run"
+    monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+    gens = sorted(out.glob("*/generations.jsonl"))
+    before = {p: p.stat().st_mtime_ns for p in gens}
+
+    def forbidden(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    import l2s.dpo.train
+    import l2s.eval.run
+    import l2s.merge
+    import l2s.prefs
+    import l2s.prefs.sample
+
+    for module, name in ((l2s.merge, "merge"), (l2s.dpo.train, "train"), (l2s.prefs, "write_pairs"),
+                         (l2s.prefs.sample, "sample"), (l2s.eval.run, "evaluate")):
+        monkeypatch.setattr(module, name, forbidden)
+    again = run_adar1(_config(env, out))
+    assert set(again["stages"].values()) == {"skipped"}
+    assert again["eval_runs"] == result["eval_runs"] and again["models"] == result["models"]
+    assert {p: p.stat().st_mtime_ns for p in gens} == before
+    monkeypatch.undo()
+    monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+
+    # a run killed mid-evaluation: half its rows written, no metrics yet -> only the rest is generated
+    run = out / "eval-merge"
+    full = (run / "generations.jsonl").read_bytes()
+    lines = full.splitlines(keepends=True)
+    (run / "generations.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:10])  # torn last line
+    (run / "metrics.json").unlink()
+    resumed = run_adar1(_config(env, out))
+    assert resumed["stages"]["eval-merge"] == "ran"
+    assert [k for k, v in resumed["stages"].items() if v == "ran"] == ["eval-merge"]
+    assert (run / "generations.jsonl").read_bytes() == full
+
+
+def test_bad_configs_are_rejected_with_clear_errors(env, result, tmp_path):
+    for kw, msg in (({"alpha": 1.5}, "alpha"), ({"alpha": -0.1}, "alpha"), ({"k": 0}, "k "),
+                    ({"variants": ("bilevel", "magic")}, "variant"), ({"variants": ()}, "variants"),
+                    ({"dpo_preset": "huge"}, "dpo_preset"), ({"train_limit": 0}, "train_limit")):
+        with pytest.raises(ValueError, match=msg):
+            AdaR1Config(long_model="a", short_model="b", out=str(tmp_path / "x"), **kw)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(FileExistsError, match="alpha"):
+        run_adar1(_config(env, env["root"] / "run", alpha=0.5))
+
+
+def test_interleave_levels_balances_a_prefix():
+    rows = [{"id": f"{lv}-{i}", "level": lv} for lv in (1, 2, 3) for i in range(3)] + [{"id": "x", "level": None}]
+    got = [r["id"] for r in interleave_levels(rows)]
+    assert got == ["1-0", "2-0", "3-0", "x", "1-1", "2-1", "3-1", "1-2", "2-2", "3-2"]
+
+
+def test_sample_cli_with_config_file(env, tmp_path, capsys):
+    cfg = tmp_path / "sample.yaml"
+    cfg.write_text(f"long_model: {env['family']['slow']}\nshort_model: {env['family']['short']}\n"
+                   "k: 2\nlimit: 5\nmax_new_tokens: 16\n")
+    assert main(["sample", "--config", str(cfg), "--out", str(tmp_path / "s"), "--seed", "3"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "s" / "sample-long"), str(tmp_path / "s" / "sample-short")]
+    for style in ("long", "short"):
+        run = tmp_path / "s" / f"sample-{style}"
+        conf = read_json(run / "config.json")
+        assert conf["sampling"]["seed"] == 3 and conf["sampling"]["max_new_tokens"] == 16
+        assert conf["tags"] == {"stage": "sample", "style": style}
+        rows = read_jsonl(run / "generations.jsonl")
+        assert len(rows) == 10 and sorted(r["level"] for r in rows[::2]) == [1, 2, 3, 4, 5]
+        assert json.loads((run / "metrics.json").read_text())["datasets"]["toy"]["n"] == 10
+    assert main(["sample", "--short", "x", "--out", str(tmp_path / "t")]) == 2
+    assert "--long is required" in capsys.readouterr().err
+    assert main(["sample", "--long", "a", "--short", "b", "--out", str(tmp_path / "t"), "--k", "0"]) == 2
+    assert "k (samples per problem)" in capsys.readouterr().err
