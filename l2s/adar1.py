@@ -159,8 +159,11 @@ def _stage(record: dict, actions: dict, name: str, done: bool, work) -> None:
     record["stages"][name] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1)}
 
 
-def _finished(run: Path) -> bool:
-    return (run / "metrics.json").is_file() and (run / "provenance.json").is_file()
+def _finished(run: Path, model: Path | str | None = None) -> bool:
+    """A finished evaluation run (of ``model``: a run of another model, e.g. after the DPO preset
+    changed, is not skipped, and evaluating into it fails with a clear error)."""
+    done = (run / "metrics.json").is_file() and (run / "provenance.json").is_file()
+    return done and (model is None or io.read_json(run / "config.json").get("model") == str(model))
 
 
 def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: str | None) -> None:
@@ -245,7 +248,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     eval_runs = {}
     for name, (model, tags) in evals.items():
         eval_runs[name] = out / f"eval-{name}"
-        _stage(record, actions, f"eval-{name}", _finished(eval_runs[name]),
+        _stage(record, actions, f"eval-{name}", _finished(eval_runs[name], model),
                lambda m=model, r=eval_runs[name], t=tags: _eval(cfg, m, r, t, data_dir))
 
     summary = summarize(eval_runs)

@@ -31,9 +31,10 @@ def env(tmp_path_factory):
 
 
 def _config(env, out: Path, **kw) -> AdaR1Config:
-    return AdaR1Config(long_model=str(env["family"]["slow"]), short_model=str(env["family"]["short"]), out=str(out),
-                       k=K, train_limit=TRAIN_LIMIT, eval_limit=EVAL_LIMIT, max_new_tokens=MAX_NEW,
-                       variants=("bilevel", "sft"), tags={"size": "toy-micro"}, **kw)
+    return AdaR1Config(**{"long_model": str(env["family"]["slow"]), "short_model": str(env["family"]["short"]),
+                          "out": str(out), "k": K, "train_limit": TRAIN_LIMIT, "eval_limit": EVAL_LIMIT,
+                          "max_new_tokens": MAX_NEW, "variants": ("bilevel", "sft"), "tags": {"size": "toy-micro"},
+                          **kw})
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,18 @@ def test_bad_configs_are_rejected_with_clear_errors(env, result, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(FileExistsError, match="alpha"):
         run_adar1(_config(env, env["root"] / "run", alpha=0.5))
+
+
+def test_a_changed_dpo_preset_retrains_and_refuses_to_mix_evaluations(env, result, monkeypatch):
+    from l2s.dpo.config import PRESETS
+
+    monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+    monkeypatch.setitem(PRESETS, "toy", {**PRESETS["toy"], "learning_rate": 3e-4})
+    with pytest.raises(FileExistsError, match="model"):
+        run_adar1(_config(env, env["root"] / "run", variants=("bilevel",)))
+    record = read_json(env["root"] / "run" / "adar1.json")
+    assert record["models"]["bilevel"] != str(result["models"]["bilevel"])
+    assert read_json(Path(record["models"]["bilevel"]) / "l2s_train.json")["config"]["learning_rate"] == 3e-4
 
 
 def test_interleave_levels_balances_a_prefix():
