@@ -227,6 +227,32 @@ def test_compare_cli(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "nope")]) == 2
 
 
+def test_eval_config_file_and_flags(tmp_path):
+    import argparse
+
+    from l2s.cli import build_parser
+    from l2s.eval.cli import eval_config_from_args
+
+    (tmp_path / "c.yaml").write_text("model: m\ndatasets: [gsm8k, math500]\nout: runs/x\nprompt: cot\n"
+                                     "sampling: {max_new_tokens: 8192, temperature: 0.6, top_p: 0.95, n: 4}\n"
+                                     "tags: {role: quick}\n")
+    args = build_parser().parse_args(["eval", "--config", str(tmp_path / "c.yaml"), "--n", "8", "--tag", "size=1.5b"])
+    cfg = eval_config_from_args(args)
+    assert cfg.datasets == ("gsm8k", "math500") and cfg.prompt == "cot"
+    assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.max_new_tokens) == (8, 0.6, 8192)
+    assert cfg.sampling.stop == ("\n\nQuestion:",)  # the cot prompt's few-shot continuation is cut
+    assert cfg.tags == {"role": "quick", "size": "1.5b"}
+    assert main(["eval", "--datasets", "toy", "--out", str(tmp_path / "r")]) == 2  # no --model
+    assert main(["eval", "--model", "m", "--datasets", "toy", "--out", str(tmp_path / "r"), "--n", "2"]) == 2
+    assert main(["eval", "--model", "m", "--datasets", "gsm9k", "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+    assert main(["eval", "--model", str(tmp_path / "no-model"), "--datasets", "toy", "--backend", "hf",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(argparse.ArgumentTypeError):
+        __import__("l2s.eval.cli", fromlist=["_tag"])._tag("novalue")
+
+
 def test_backend_choice():
     from l2s.eval.backends import resolve_backend, vllm_usable
 

@@ -10,6 +10,7 @@ and ``metrics.json`` and ``provenance.json`` are written.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -138,12 +139,11 @@ def score_row(base: dict, response: str, n_tokens: int, finished: bool, truncate
 def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
     """Run (or resume) an evaluation and return its directory. ``backend``: an already built
     :class:`~l2s.eval.backends.Backend` (e.g. ``HFBackend.from_objects``) instead of loading ``cfg.model``."""
-    out = _prepare_out(cfg)
-    gen_path = out / GENERATIONS
-    done_rows = _read_done(gen_path)
-    done = {(r["dataset"], str(r["id"]), int(r["sample"])) for r in done_rows}
-
     problems = {name: load_benchmark(name, cfg.data_dir, cfg.split, cfg.limit) for name in cfg.datasets}
+    created = not Path(cfg.out).exists()
+    out = _prepare_out(cfg)  # after the data loaded: bad input leaves no run directory behind
+    gen_path = out / GENERATIONS
+    done = {(r["dataset"], str(r["id"]), int(r["sample"])) for r in _read_done(gen_path)}
     wanted = [(name, row, s) for name, rows in problems.items() for row in rows for s in range(cfg.sampling.n)]
     pending = [w for w in wanted if (w[0], w[1]["id"], w[2]) not in done]
     log.info("%s: %d responses wanted, %d done, %d to generate", out, len(wanted), len(wanted) - len(pending),
@@ -156,9 +156,12 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
                 if len(pending) >= cfg.grading.min_pool_items and grader._workers() > 0:
                     grader.start()  # fork the grading workers before the model reaches the GPU
                 if own_backend:
-                    backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
-                                           batch_size=cfg.batch_size, dtype=cfg.dtype,
-                                           tensor_parallel_size=cfg.tensor_parallel_size)
+                    try:
+                        backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
+                                               batch_size=cfg.batch_size, dtype=cfg.dtype,
+                                               tensor_parallel_size=cfg.tensor_parallel_size)
+                    except OSError as e:
+                        raise FileNotFoundError(f"cannot load model {cfg.model!r}: {e}") from e
                 _generate(cfg, backend, grader, pending, gen_path, progress)
             rows = finalize(out, wanted)
             if pending or not (out / PROVENANCE).exists():  # a no-op rerun keeps the record of the real run
@@ -166,6 +169,10 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
                 io.atomic_write_json(out / PROVENANCE, provenance(seed=cfg.sampling.seed, backend=backend_name,
                                                                   n_responses=len(rows),
                                                                   **_model_provenance(cfg, backend)))
+        except BaseException:
+            if created and not gen_path.exists():  # failed before any response: leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         finally:
             if own_backend and backend is not None:
                 backend.close()
