@@ -3,8 +3,8 @@
 The final answer is the last ``\\boxed{}`` of the answer part (after ``</think>`` when present);
 without one, math-verify's own extraction ("the final answer is ...", last expression) is used —
 except for a response that hit ``max_new_tokens`` (``truncated``): with the default policy
-``"wrong"`` it has no final answer and is wrong (Luo et al. 2025 and Wu et al. 2025 count such
-responses as failures). Equivalence is math-verify's ``verify`` (sympy), after these fixes:
+``"wrong"`` it has no final answer and is wrong, rather than credited with a number picked out of
+a cut-off chain of thought. Equivalence is math-verify's ``verify`` (sympy), after these fixes:
 
 - e-notation (Minerva golds such as ``4.5e33``) is rewritten as ``4.5\\times10^{33}`` on both sides;
 - multiple-choice golds (a single letter A-E, bare or as ``(C)``/``\\text{(C)}``) compare letters;
