@@ -3,7 +3,8 @@
 A study config (YAML) lists steps; each step is a notebook, its parameters and the run directory it
 produces. A step may carry a ``grid`` (name -> list of values): it expands into one step per
 combination, and ``{name}`` in ``run_dir``, ``name`` or a string parameter is filled in (a parameter
-that is exactly ``"{name}"`` takes the value itself, keeping its type: number, list or mapping)::
+that is exactly ``"{name}"`` or ``"{name[key]}"`` takes the value itself, keeping its type: number,
+list or mapping)::
 
     name: toy
     figures_dir: figures
@@ -144,7 +145,7 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
     return config
 
 
-_WHOLE = re.compile(r"^\{(\w+)\}$")
+_WHOLE = re.compile(r"^\{(\w+)((?:\[[^\[\]]+\])*)\}$")  # "{name}" or "{name[key]...}"
 
 
 def _fill(value: Any, env: dict[str, Any], where: str) -> Any:
@@ -157,7 +158,13 @@ def _fill(value: Any, env: dict[str, Any], where: str) -> Any:
         return value
     m = _WHOLE.match(value)
     if m and m.group(1) in env:
-        return copy.deepcopy(env[m.group(1)])
+        obj = env[m.group(1)]
+        for key in re.findall(r"\[([^\[\]]+)\]", m.group(2)):
+            try:
+                obj = obj[int(key)] if isinstance(obj, list) else obj[key]
+            except (KeyError, IndexError, ValueError, TypeError) as e:
+                raise ValueError(f"{where}: {value!r}: no item {key!r} in {obj!r}") from e
+        return copy.deepcopy(obj)
     try:
         return value.format(**env)
     except (KeyError, IndexError) as e:

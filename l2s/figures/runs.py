@@ -92,7 +92,9 @@ def _metric_row(values: dict, where: str) -> dict:
 
 
 def load_runs(runs_dir: str | Path) -> Runs:
-    """Every ``runs_dir/*/`` with a config.json carrying tags.size and tags.role and a metrics.json.
+    """Every ``runs_dir/*/`` with a config.json carrying tags.size and tags.role and a metrics.json,
+    and every evaluation run nested deeper (e.g. Ada-R1's ``runs/<run>/eval-*``), named by its path
+    relative to ``runs_dir``.
 
     Directories without them (checkpoints, sampling runs, unfinished runs) are skipped with a logged
     note; a malformed metrics file is an error naming the file and field.
@@ -101,7 +103,10 @@ def load_runs(runs_dir: str | Path) -> Runs:
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs directory {runs_dir} does not exist")
     rows, level_rows = [], []
-    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    top = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    nested = {m.parent for t in top for m in t.glob("*/**/metrics.json") if (m.parent / "config.json").is_file()
+              and not any(x.startswith(".") for x in m.parent.relative_to(runs_dir).parts)}
+    for run in sorted(top + list(nested)):
         config_path, metrics_path = run / "config.json", run / "metrics.json"
         if not config_path.is_file() or not metrics_path.is_file():
             log.info("figures: skipping %s (no config.json/metrics.json: not a finished evaluation run)", run)
@@ -115,7 +120,7 @@ def load_runs(runs_dir: str | Path) -> Runs:
             raise ValueError(f"{metrics_path}: missing the 'datasets' mapping")
         role, method = str(tags["role"]), tags.get("method")
         key = series_key(role, method)
-        base = {"run": run.name, "size": str(tags["size"]), "role": role, "method": key,
+        base = {"run": run.relative_to(runs_dir).as_posix(), "size": str(tags["size"]), "role": role, "method": key,
                 "method_label": series_label(role, method), "params": params_text(tags.get("params")),
                 "sweep": bool(tags.get("sweep", False))}
         for dataset in sorted(metrics["datasets"]):
