@@ -1,6 +1,6 @@
 """Benchmark of ``l2s merge`` against a naive full-load merge and mergekit.
 
-    python bench/merge_bench.py [--workdir /tmp/l2s_merge_bench] [--keep]
+    python bench/merge_bench.py [--workdir /tmp/l2s_merge_bench] [--size 1gb|200mb|20mb] [--only TEXT] [--keep]
 
 Builds three random Qwen2 checkpoints of about 1 GB fp32 each (4 shards; the models are the base
 plus small random task vectors), then runs each merge as a separate process and reports its wall
@@ -32,8 +32,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "merge_bench"
-SHAPE = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
-             num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048, tie_word_embeddings=False)
+SIZES = {  # Qwen2 shapes: ≈1.08 GB fp32 (the issue's benchmark), ≈230 MB (profiling), ≈20 MB (smoke test)
+    "1gb": dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
+                num_attention_heads=16, num_key_value_heads=16),
+    "200mb": dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+                  num_attention_heads=8, num_key_value_heads=8),
+    "20mb": dict(vocab_size=4000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=4),
+}
+N_SHARDS = 4
+SHARD_BYTES = 300_000_000  # output shards of every tool: 300 MB (mergekit counts parameters: 75M fp32)
 
 NAIVE = textwrap.dedent('''
     # A naive merge like the published code: every model whole in memory, flattened task vectors.
@@ -63,23 +71,42 @@ NAIVE = textwrap.dedent('''
 ''')
 
 
-def build(workdir: Path) -> dict[str, Path]:
-    """Three checkpoints: a random base and two models = base + N(0, 0.01²) task vectors."""
+def shard_bytes_for(entries: list, n: int) -> int:
+    """The smallest shard size that splits ``entries`` (in order) into at most ``n`` shards."""
+    from l2s.merge.checkpoint import plan_shards
+
+    lo, hi = 1, sum(torch_nbytes(dtype, shape) for _, dtype, shape in entries)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(plan_shards(entries, mid)) <= n else (mid + 1, hi)
+    return lo
+
+
+def torch_nbytes(dtype, shape) -> int:
+    import torch
+
+    return torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+
+
+def build(workdir: Path, size: str) -> dict[str, Path]:
+    """Three checkpoints: a random base and two models = base + N(0, 0.01²) task vectors, 4 shards each."""
     import torch
     import transformers
 
     from l2s.merge.checkpoint import ShardWriter
 
-    cfg = transformers.Qwen2Config(**SHAPE)
+    cfg = transformers.Qwen2Config(**SIZES[size], max_position_embeddings=2048, tie_word_embeddings=False)
+    cfg.architectures = ["Qwen2ForCausalLM"]  # what save_pretrained of a model writes; mergekit needs it
     with torch.device("meta"):
         shapes = {n: tuple(p.shape) for n, p in transformers.Qwen2ForCausalLM(cfg).state_dict().items()}
     total = sum(torch.Size(s).numel() * 4 for s in shapes.values())
+    entries = [(n, torch.float32, s) for n, s in sorted(shapes.items())]
+    shard_bytes = shard_bytes_for(entries, N_SHARDS)
     paths = {}
     for i, name in enumerate(["base", "m1", "m2"]):
         d = workdir / name
         d.mkdir(parents=True, exist_ok=True)
-        entries = [(n, torch.float32, s) for n, s in sorted(shapes.items())]
-        w = ShardWriter(d, entries, total // 4 + 1)
+        w = ShardWriter(d, entries, shard_bytes)
         for n, s in sorted(shapes.items()):
             g = torch.Generator().manual_seed(zlib.crc32(n.encode()))
             t = torch.randn(s, generator=g) * 0.02
@@ -137,35 +164,60 @@ def mergekit_config(method: str, paths: dict[str, Path]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/l2s_merge_bench"))
+    ap.add_argument("--size", choices=sorted(SIZES), default="1gb", help="checkpoint size (default: 1gb, the issue's)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints and outputs")
     ap.add_argument("--no-mergekit", action="store_true")
+    ap.add_argument("--only", help="run only the runs whose label contains this text (e.g. 'ties', 'l2s')")
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     work = args.workdir
+    if args.build_only:
+        build(work, args.size)
+        return 0
     shutil.rmtree(work, ignore_errors=True)
-    rows = []
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows, version = [], "skipped (--no-mergekit)"
+    threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     try:
-        paths = build(work)
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))}
+        # Built by a child process: this one must never import torch, because a child's ru_maxrss
+        # starts at its parent's peak RSS (subprocess forks, and exec keeps the old peak).
+        subprocess.run([sys.executable, __file__, "--build-only", "--size", args.size, "--workdir", str(work)],
+                       check=True)
+        paths = {name: work / name for name in ("base", "m1", "m2")}
+        # Every tool runs with the same thread cap: this shell's OMP_NUM_THREADS, else all cores.
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        models = [paths["m1"], paths["m2"]]
+        runs: list[tuple[str, list[str] | None]] = [("baseline: python -c 'import torch'", [sys.executable, "-c", "import torch"])]
         l2s = [sys.executable, "-m", "l2s", "merge", "--base", str(paths["base"]),
-               "--models", f"{paths['m1']},{paths['m2']}", "--shard-size", "300MB"]
+               "--models", ",".join(map(str, models)), "--shard-size", str(SHARD_BYTES)]
         for label, extra in [("l2s task_arithmetic", ["--method", "task_arithmetic", "--param", "alpha=1.0"]),
                              ("l2s ties k=0.8", ["--method", "ties", "--param", "k=0.8"]),
                              ("l2s dare+ties p=0.3 k=0.8", ["--method", "dare+ties", "--param", "k=0.8", "--param", "p=0.3"])]:
-            rows.append(measure(label, l2s + extra + ["--out", str(work / label.split()[1])], env))
+            runs.append((label, l2s + extra + ["--out", str(work / label.split()[1])]))
         (work / "naive.py").write_text(NAIVE)
         for method in ("task_arithmetic", "ties"):
-            rows.append(measure(f"naive full-load {method}", [sys.executable, str(work / "naive.py"), method,
-                                str(paths["base"]), str(work / f"naive-{method}"), str(paths["m1"]), str(paths["m2"])], env))
-        exe, version = (None, "skipped (--no-mergekit)") if args.no_mergekit else install_mergekit()
-        if exe:
-            for method in ("task_arithmetic", "ties", "dare_ties"):
+            runs.append((f"naive full-load {method}", [sys.executable, str(work / "naive.py"), method, str(paths["base"]),
+                                                        str(work / f"naive-{method}"), *map(str, models)]))
+        wanted = lambda label: not args.only or args.only in label  # noqa: E731
+        mk_methods = [m for m in ("task_arithmetic", "ties", "dare_ties") if wanted(f"mergekit {m}")]
+        if mk_methods and not args.no_mergekit:
+            exe, version = install_mergekit()
+            for method in mk_methods:
                 yml = work / f"mk-{method}.yml"
                 yml.write_text(mergekit_config(method, paths))
-                rows.append(measure(f"mergekit {method}", [str(exe), str(yml), str(work / f"mk-{method}"),
-                                                           "--out-shard-size", "300M"], env))
+                # mergekit's defaults otherwise (no --lazy-unpickle: it only concerns pickled .bin
+                # inputs; no --low-cpu-memory: it keeps results on an accelerator); its shard size
+                # counts parameters: 75M fp32 = 300 MB, like the others.
+                runs.append((f"mergekit {method}", [str(exe), str(yml), str(work / f"mk-{method}"), "--out-shard-size",
+                                                    f"{SHARD_BYTES // 4 // 10**6}M"] if exe else None))
+        for label, cmd in runs:
+            if cmd and (wanted(label) or label.startswith("baseline")):
+                rows.append(measure(label, cmd, env))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.size} checkpoints, OMP_NUM_THREADS={threads} for every run, {os.cpu_count()} cores, "
+          f"load average before: {load_before}")
     report(rows, version)
     return 0
 

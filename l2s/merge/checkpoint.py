@@ -1,25 +1,30 @@
-"""Reading and writing safetensors checkpoints one tensor at a time.
+"""Reading and writing safetensors checkpoints one tensor — or one block of rows — at a time.
 
 Reading: the header of every shard is parsed and checked up front (so a corrupt or truncated shard
-fails before anything is written), then each tensor is read with one positioned ``readinto`` into a
-fresh buffer. Hand-written rather than ``safetensors.safe_open`` because that memory-maps whole
-shards, and every page touched through the map stays in the process's resident set until the file
-is closed: merging would then hold the whole model resident. Reading into a buffer keeps resident
-memory at the size of the tensors in flight.
+fails before anything is written), then a tensor, or a range of its rows (rows are contiguous in
+the file), is read with positioned reads (``os.preadv``) into a fresh buffer. Hand-written rather
+than ``safetensors.safe_open`` because that memory-maps whole shards, and every page touched
+through the map stays in the process's resident set until the file is closed: merging would then
+hold the whole model resident. Reading into a buffer keeps resident memory at the size of the
+blocks in flight.
 
 Writing: all output shapes and dtypes are known before the first tensor is merged, so each shard's
-safetensors header is written first and tensors are appended as they are produced — no shard is
-ever held in memory (``safetensors.save_file`` needs all of a shard's tensors at once). Every
-written shard is re-opened with ``safetensors.safe_open`` as a format check.
+safetensors header is written first and tensors are appended as they are produced, block by block —
+no shard, and no whole tensor, is ever held in memory (``safetensors.save_file`` needs all of a
+shard's tensors at once). Each shard is fsynced once, when complete, and handed to an optional
+callback (the executor hashes it in the background); every written shard is re-opened with
+``safetensors.safe_open`` as a format check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 
@@ -91,19 +96,41 @@ class SafetensorsFile:
                 raise self.corrupt(f"tensor {name!r}: bytes [{s}, {e}) do not hold shape {list(shape)} "
                                    f"{h['dtype']} inside the file ({size} bytes; truncated?)")
             self.tensors[name] = TensorInfo(dtype, shape, 8 + n + s, e - s)
+        self.fd: int | None = None  # opened on the first read, kept for the following ones
 
     def corrupt(self, why: str) -> ValueError:
         return ValueError(f"{self.path}: corrupt or unreadable safetensors shard: {why}")
 
-    def read(self, name: str) -> torch.Tensor:
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor ``name``, or only its rows ``[start, stop)`` along the first dimension."""
         info = self.tensors[name]
-        buf = torch.empty(info.nbytes, dtype=torch.uint8)
-        with open(self.path, "rb") as f:
-            f.seek(info.start)
-            got = f.readinto(memoryview(buf.numpy())) if info.nbytes else 0
-        if got != info.nbytes:
-            raise self.corrupt(f"tensor {name!r}: read {got} of {info.nbytes} bytes")
-        return buf.view(info.dtype).reshape(info.shape)
+        start, shape, nbytes = info.start, info.shape, info.nbytes
+        if rows is not None:
+            r0, r1 = rows
+            if not shape or not 0 <= r0 <= r1 <= shape[0]:
+                raise ValueError(f"{self.path}: tensor {name!r} of shape {list(shape)} has no rows [{r0}, {r1})")
+            row = nbytes // shape[0] if shape[0] else 0
+            start, shape, nbytes = start + r0 * row, (r1 - r0, *shape[1:]), (r1 - r0) * row
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        view, got = memoryview(buf.numpy()), 0
+        while got < nbytes:
+            n = os.preadv(self._fd(), [view[got:]], start + got)
+            if n == 0:
+                raise self.corrupt(f"tensor {name!r}: read {got} of {nbytes} bytes")
+            got += n
+        return buf.view(info.dtype).reshape(shape)
+
+    def _fd(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        return self.fd
+
+    def close(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
 
 
 class Checkpoint:
@@ -145,11 +172,28 @@ class Checkpoint:
     def file_of(self, name: str) -> Path:
         return self.path / self.weight_map[name]
 
-    def read(self, name: str) -> torch.Tensor:
-        return self.files[self.weight_map[name]].read(name)
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.files[self.weight_map[name]].read(name, rows)
 
     def shard_paths(self) -> list[Path]:
         return [self.path / s for s in self.files]
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def shard_sha256(path: Path) -> str:
+    """SHA-256 of a file; for a file of the Hugging Face hub cache, the name of its blob, which is
+    the SHA-256 of its content (the LFS object id) — so downloaded checkpoints are not re-read."""
+    target = Path(path).resolve()
+    if Path(path).is_symlink() and target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 def plan_shards(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes: int) -> list[list[str]]:
@@ -176,8 +220,10 @@ def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
 class ShardWriter:
     """Writes planned shards: header first, then each tensor's bytes as it arrives, in plan order."""
 
-    def __init__(self, out: Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes: int):
+    def __init__(self, out: Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes: int,
+                 on_finish: Callable[[Path], None] | None = None):
         self.out = Path(out)
+        self.on_finish = on_finish  # called with each shard's path once it is complete on disk
         self.layout = {name: (dtype, tuple(shape)) for name, dtype, shape in entries}
         groups = plan_shards(entries, max_bytes)
         n = len(groups)
@@ -203,19 +249,30 @@ class ShardWriter:
         self._file.write(len(blob).to_bytes(8, "little") + blob)
         self._open_shard = shard
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Append tensor ``name``: a whole tensor, or its blocks of rows in order (an iterable)."""
         expected = self.order[self._next]
         if name != expected:
             raise RuntimeError(f"tensor {name!r} written out of plan order (expected {expected!r})")
         dtype, shape = self.layout[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise RuntimeError(f"tensor {name!r}: got {tensor.dtype} {list(tensor.shape)}, planned {dtype} {list(shape)}")
         shard = self.shard_of[name]
         if shard != self._open_shard:
             self._finish()
             self._start(shard)
-        if tensor.numel():
-            self._file.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
+        blocks = [tensor] if isinstance(tensor, torch.Tensor) else tensor
+        written, want = 0, _nbytes(dtype, shape)
+        for block in blocks:
+            if block.dtype != dtype or tuple(block.shape[1:]) != shape[1:] or block.dim() != len(shape):
+                raise RuntimeError(f"tensor {name!r}: got a block {block.dtype} {list(block.shape)}, planned "
+                                   f"{dtype} {list(shape)}")
+            if block.numel():
+                data = memoryview(block.contiguous().reshape(-1).view(torch.uint8).numpy())
+                written += data.nbytes
+                if written > want:
+                    break
+                self._file.write(data)
+        if written != want:
+            raise RuntimeError(f"tensor {name!r}: got {written} bytes, planned {dtype} {list(shape)} ({want} bytes)")
         self._next += 1
 
     def _finish(self) -> None:
@@ -224,6 +281,8 @@ class ShardWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            if self.on_finish:
+                self.on_finish(self.out / self._open_shard)
 
     def close(self) -> dict[str, str]:
         """Finish the last shard, write the index (several shards), check the format; returns weight_map."""

@@ -1,19 +1,30 @@
-"""The streaming merge: one tensor at a time from the inputs' shards to the output's shards.
+"""The streaming merge: block by block from the inputs' shards to the output's shards.
 
-Peak memory is a few copies of the largest tensor (the base's, each model's, the task vectors and
-the result, in the compute dtype), never the model: tensors are read one at a time, merged, cast,
-appended to the output shard being written, and dropped. The output directory is built beside the
-target and renamed into place only when complete (:func:`l2s.io.atomic_output_dir`).
+Elementwise methods (average, TA, TIES, DARE, linear, Sens, AIM) are merged in blocks of rows of
+about :data:`BLOCK_ELEMENTS` entries: each block of the base's and each model's tensor is read,
+merged, cast and appended to the output shard being written, then dropped — peak memory is a few
+blocks, whatever the model's size. TIES first needs each task vector's per-tensor TRIM threshold:
+|δ_i| of the whole tensor is assembled (block by block, in one reused buffer the size of the largest
+tensor) and its k-th smallest entry selected. The SVD methods (LoRE, Twin) need whole matrices and
+hold a few copies of the tensor being merged. The output directory is built beside the target and
+renamed into place only when complete (:func:`l2s.io.atomic_output_dir`).
+
+The SHA-256 of the input shards and of each output shard once written (for ``l2s_merge.json``)
+are computed by a background thread while the merge runs (``hashlib`` releases the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import struct
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -21,15 +32,16 @@ from tqdm.auto import tqdm
 from l2s import __version__
 from l2s.io import atomic_output_dir, atomic_write_json
 from l2s.merge import calibration
-from l2s.merge.checkpoint import Checkpoint, ShardWriter, resolve
+from l2s.merge.checkpoint import Checkpoint, ShardWriter, resolve, shard_sha256
 from l2s.merge.config import MergeConfig, parse_size
 from l2s.merge.methods import METHODS
 from l2s.merge.methods.activation import aim_importance, sens_coefficients, sens_cross_task_scaling, sens_task_scaling
-from l2s.merge.methods.task_vector import dare
+from l2s.merge.methods.task_vector import dare, trim_threshold
 from l2s.provenance import config_hash, file_sha256, provenance
 
 log = logging.getLogger(__name__)
 
+BLOCK_ELEMENTS = 1 << 20  # entries per block of rows: 4 MB in fp32, cache-sized, cheap to allocate
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json")
 COPIED_FILES = ("generation_config.json",) + TOKENIZER_FILES
@@ -81,8 +93,37 @@ def plan_tensors(inputs: list[Checkpoint], source: Checkpoint, out_dtype: torch.
     return plans
 
 
+def row_blocks(shape: tuple[int, ...], start: int = 0, stop: int | None = None) -> list[tuple[int, int] | None]:
+    """Blocks of rows ``[a, b)`` covering rows [start, stop) of a tensor; [None] (the whole) for a scalar.
+
+    A vector is one block: its only dimension is the channel dimension AIM scales along.
+    """
+    if not shape:
+        return [None]
+    stop = shape[0] if stop is None else stop
+    if len(shape) == 1:
+        return [(start, stop)]
+    per = max(1, BLOCK_ELEMENTS // max(1, _prod(shape[1:])))
+    return [(r, min(r + per, stop)) for r in range(start, stop, per)]
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf in ``t``: one min/max reduction (both propagate NaN), no tensor-sized mask."""
+    if not t.dtype.is_floating_point or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 class Merger:
-    """Holds the opened inputs and per-tensor auxiliary data; :meth:`tensor` merges one tensor."""
+    """Holds the opened inputs and per-tensor auxiliary data; :meth:`blocks` merges one tensor."""
 
     def __init__(self, cfg: MergeConfig):
         self.cfg = cfg
@@ -96,17 +137,23 @@ class Merger:
         self.source = self.inputs[cfg.inputs.index(cfg.tokenizer_input)]
         out = None if cfg.out_dtype_name() == "auto" else getattr(torch, cfg.out_dtype_name())
         self.plans = {p.name: p for p in plan_tensors(self.inputs, self.source, out)}
+        self.elementwise = all(METHODS[c].elementwise for c in self.spec.components)
         self.thresholds = None
         self.importance: dict[str, torch.Tensor] = {}
         self.sens_layers: dict[str, list[float]] = {}
         self.stats_files: dict[str, str] = {}
+        self._scratch = torch.empty(0, dtype=self.compute)
+
+    def close(self) -> None:
+        for ck in self.inputs:
+            ck.close()
 
     # -- auxiliary statistics -------------------------------------------------------------------
     def input_record(self, ck: Checkpoint, given: str) -> dict:
         cfg = ck.path / "config.json"
         return {"input": given, "path": str(ck.path),
                 "config_sha256": file_sha256(cfg) if cfg.is_file() else None,
-                "shards": {p.name: file_sha256(p) for p in ck.shard_paths()}}
+                "shards": {p.name: shard_sha256(p) for p in ck.shard_paths()}}
 
     def prepare(self, records: dict[str, dict]) -> None:
         cfg, p = self.cfg, self.params
@@ -148,7 +195,7 @@ class Merger:
         hist = torch.zeros(n, 65536, dtype=torch.int64)
         counts = [0] * n
         for name in tqdm(names, desc="global TRIM pass 1/2", unit="tensor"):
-            for i, d in enumerate(self.dare_deltas(name)):
+            for i, d in self.dare_deltas(name):
                 hist[i] += torch.bincount(bits(d) >> 16, minlength=65536)
                 counts[i] += d.numel()
         ranks = [int(k * c) for c in counts]
@@ -160,7 +207,7 @@ class Merger:
             before.append(int(cum[hi - 1]) if hi else 0)
         low = torch.zeros(n, 65536, dtype=torch.int64)
         for name in tqdm(names, desc="global TRIM pass 2/2", unit="tensor"):
-            for i, d in enumerate(self.dare_deltas(name)):
+            for i, d in self.dare_deltas(name):
                 b = bits(d)
                 low[i] += torch.bincount(b[(b >> 16) == his[i]] & 0xFFFF, minlength=65536)
         out: list[float | None] = []
@@ -172,58 +219,122 @@ class Merger:
             out.append(struct.unpack("<f", struct.pack("<I", (his[i] << 16) | lo))[0])
         return out
 
+    def dare_deltas(self, name: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """(model index, block of its task vector after DARE) over the merged rows of ``name``."""
+        gens = self.generators(name)
+        for rows in row_blocks(self.plans[name].shape, 0, self.plans[name].common_rows):
+            base = self.read(self.base, name, rows)
+            for i, m in enumerate(self.models):
+                d = self.read(m, name, rows) - base
+                yield i, (dare(d, self.params["p"], gens[i]) if self.spec.dare else d)
+
     # -- one tensor ------------------------------------------------------------------------------
-    def load(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        rows = self.plans[name].common_rows
+    def read(self, ck: Checkpoint, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
+        """Rows of an input tensor in the compute dtype, checked for NaN/inf."""
+        t = ck.read(name, rows)
+        if not all_finite(t):
+            raise ValueError(f"input tensor {name!r} in {ck.file_of(name)} has NaN or inf values")
+        return t.to(self.compute)
 
-        def get(ck):
-            t = ck.read(name)
-            if t.dtype.is_floating_point and not torch.isfinite(t).all():
-                raise ValueError(f"input tensor {name!r} in {ck.file_of(name)} has NaN or inf values")
-            return (t[:rows] if rows is not None else t).to(self.compute)
+    def generators(self, name: str) -> list[torch.Generator | None]:
+        """Fresh DARE generators of tensor ``name``, one per model (a pass over its blocks draws the
+        same masks as one draw over the whole tensor: the generator's stream is sequential)."""
+        return [dare_generator(self.cfg.seed, name, i) if self.spec.dare else None for i in range(len(self.models))]
 
-        return (get(self.base) if self.base else None), [get(m) for m in self.models]
-
-    def dare_deltas(self, name: str) -> list[torch.Tensor]:
-        base, models = self.load(name)
-        deltas = [m - base for m in models]
+    def load(self, name: str, rows: tuple[int, int] | None, gens) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Base and models on ``rows`` of ``name``; with DARE the models are θ_0 + DARE(θ_i − θ_0)."""
+        base = self.read(self.base, name, rows) if self.base else None
+        models = [self.read(m, name, rows) for m in self.models]
         if self.spec.dare:
-            deltas = [dare(d, self.params["p"], dare_generator(self.cfg.seed, name, i)) for i, d in enumerate(deltas)]
-        return deltas
+            models = [base + dare(m - base, self.params["p"], g) for m, g in zip(models, gens)]
+        return base, models
 
-    def tensor(self, name: str) -> torch.Tensor:
-        plan = self.plans[name]
-        if not plan.dtype.is_floating_point:
-            return self.source.read(name)
+    def core_params(self, name: str) -> dict:
         p, core = self.params, self.spec.core
-        base, models = self.load(name)
-        if self.spec.dare:
-            models = [base + dare(m - base, p["p"], dare_generator(self.cfg.seed, name, i))
-                      for i, m in enumerate(models)]
         own = {k: v for k, v in p.items() if k in METHODS[core].params and k != "include_base"}
-        if core == "ties" and self.thresholds is not None:
-            own["thresholds"] = self.thresholds
-        if core == "lore" and p["include_base"]:
-            models = [base] + models
+        if core == "ties":
+            own["thresholds"] = self.thresholds if self.thresholds is not None else self.tensor_thresholds(name)
         if core == "sens":
             layer = calibration.layer_of(name)
             if layer not in self.sens_layers:
                 raise ValueError(f"tensor {name!r}: no Sens-Merging sensitivity for its layer {layer!r}")
             own = {"alpha": p["alpha"], "coefficients": self.sens_layers[layer]}
-        out = METHODS[core].fn(base, models, **own)
+        return own
+
+    def tensor_thresholds(self, name: str) -> list[torch.Tensor | None]:
+        """Per-tensor TIES TRIM thresholds t_i (the ⌊k·n⌋-th smallest |δ_i| of the tensor), δ_i taken
+        exactly as :func:`ties` takes it from the models :meth:`load` gives."""
+        plan, k = self.plans[name], self.params["k"]
+        n = _prod(plan.shape[1:]) * (plan.common_rows if plan.common_rows is not None else
+                                     (plan.shape[0] if plan.shape else 1))
+        if int(k * n) == 0:
+            return [None] * len(self.models)
+        if self._scratch.numel() < n:
+            self._scratch = torch.empty(n, dtype=self.compute)
+        out = []
+        for i in range(len(self.models)):
+            gens, pos = self.generators(name), 0
+            for rows in row_blocks(plan.shape, 0, plan.common_rows):
+                base = self.read(self.base, name, rows)
+                m = self.read(self.models[i], name, rows)
+                if self.spec.dare:
+                    m = base + dare(m - base, self.params["p"], gens[i])
+                dst = self._scratch[pos:pos + m.numel()].view(m.shape)
+                torch.sub(m, base, out=dst).abs_()
+                pos += m.numel()
+            out.append(trim_threshold(self._scratch[:n], k))
+        return out
+
+    def blocks(self, name: str) -> Iterator[torch.Tensor]:
+        """The merged tensor ``name`` in the output dtype, as consecutive blocks of rows."""
+        plan = self.plans[name]
+        if not plan.dtype.is_floating_point:
+            yield self.source.read(name)
+            return
+        if not self.elementwise:
+            yield self.whole(name)
+            return
+        own, gens = self.core_params(name), self.generators(name)
+        for rows in row_blocks(plan.shape, 0, plan.common_rows):
+            base, models = self.load(name, rows, gens)
+            yield self.finish(name, self.apply(name, base, models, own))
+        if plan.common_rows is not None:
+            for rows in row_blocks(plan.shape, plan.common_rows):
+                yield self.finish(name, self.source.read(name, rows).to(self.compute))
+
+    def apply(self, name: str, base, models, own) -> torch.Tensor:
+        out = METHODS[self.spec.core].fn(base, models, **own)
         if self.spec.aim and name in self.importance:
             imp = self.importance[name]
             if imp.shape[-1] != out.shape[-1]:
                 raise ValueError(f"AIM statistics of {name!r} have {imp.shape[-1]} channels, the tensor {out.shape[-1]}")
-            out = METHODS["aim"].fn(base, out, imp, p["omega"])
+            out = METHODS["aim"].fn(base, out, imp, self.params["omega"])
+        return out
+
+    def whole(self, name: str) -> torch.Tensor:
+        """A tensor of a method that needs it whole (LoRE, Twin: SVDs)."""
+        plan = self.plans[name]
+        rows = None if plan.common_rows is None else (0, plan.common_rows)
+        base, models = self.load(name, rows, self.generators(name))
+        if self.spec.core == "lore" and self.params["include_base"]:
+            models = [base] + models
+        out = self.apply(name, base, models, self.core_params(name))
         if plan.common_rows is not None:
-            out = torch.cat([out, self.source.read(name)[plan.common_rows:].to(self.compute)])
-        out = out.to(plan.dtype)
-        if not torch.isfinite(out).all():
+            out = torch.cat([out, self.source.read(name, (plan.common_rows, plan.shape[0])).to(self.compute)])
+        return self.finish(name, out)
+
+    def finish(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        out = out.to(self.plans[name].dtype)
+        if not all_finite(out):
             files = ", ".join(str(ck.file_of(name)) for ck in self.inputs)
             raise ValueError(f"merged tensor {name!r} has NaN or inf values (method {self.spec.name}, "
-                             f"params {p}); inputs: {files}")
+                             f"params {self.params}); inputs: {files}")
         return out
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The merged tensor ``name`` whole."""
+        parts = list(self.blocks(name))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # -- outputs ---------------------------------------------------------------------------------
     def vocab_record(self) -> dict | None:
@@ -248,12 +359,35 @@ class Merger:
         atomic_write_json(tmp / "config.json", config)
 
 
+@contextmanager
+def torch_threads() -> Iterator[None]:
+    """All cores for the tensor arithmetic, unless the user capped threads (OMP_NUM_THREADS)."""
+    before = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ and (os.cpu_count() or 1) > before:
+        torch.set_num_threads(os.cpu_count())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def merge(cfg: MergeConfig) -> Path:
     """Merge the checkpoints of ``cfg`` into ``cfg.out``; returns the output directory."""
     cfg.validate()
     m = Merger(cfg)
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="l2s-hash")
+    try:
+        with torch_threads():
+            return _merge(cfg, m, hasher)
+    finally:
+        hasher.shutdown(wait=False, cancel_futures=True)  # on an error, do not wait to hash the rest
+        m.close()
+
+
+def _merge(cfg: MergeConfig, m: Merger, hasher: ThreadPoolExecutor) -> Path:
     log.info("merge %s: %d tensors, base=%s, models=%s", m.spec.name, len(m.plans), cfg.base, cfg.models)
-    records = {inp: m.input_record(ck, inp) for inp, ck in zip(cfg.inputs, m.inputs)}
+    pending = {inp: hasher.submit(m.input_record, ck, inp) for inp, ck in zip(cfg.inputs, m.inputs)}
+    records = {inp: f.result() for inp, f in pending.items()} if m.spec.needs_calibration else None
     m.prepare(records)
     vocab = m.vocab_record()
     if vocab:
@@ -263,14 +397,17 @@ def merge(cfg: MergeConfig) -> Path:
     plans = list(m.plans.values())
     out_dtype = str(next((p.dtype for p in plans if p.dtype.is_floating_point), torch.float32)).removeprefix("torch.")
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardWriter(tmp, [(p.name, p.dtype, p.shape) for p in plans], parse_size(cfg.shard_size))
+        outputs = {}
+        writer = ShardWriter(tmp, [(p.name, p.dtype, p.shape) for p in plans], parse_size(cfg.shard_size),
+                             on_finish=lambda path: outputs.setdefault(path.name, hasher.submit(shard_sha256, path)))
         try:
             for name in tqdm(writer.order, desc=f"merge {m.spec.name}", unit="tensor"):
-                writer.write(name, m.tensor(name))
+                writer.write(name, m.blocks(name))
             writer.close()
         finally:
             writer.abort()
         m.write_side_files(tmp, vocab, out_dtype)
+        records = {inp: f.result() for inp, f in pending.items()}
         record = {
             "method": m.spec.name, "params": m.params, "seed": cfg.seed, "l2s_version": __version__,
             "base": records.get(cfg.base) if cfg.base else None,
@@ -279,7 +416,7 @@ def merge(cfg: MergeConfig) -> Path:
             "global_trim_thresholds": m.thresholds, "stats": {k: {"path": v, "sha256": file_sha256(v)}
                                                                for k, v in m.stats_files.items()},
             "sens": getattr(m, "sens_summary", None),
-            "outputs": {name: file_sha256(tmp / name) for name in writer.shard_names},
+            "outputs": {name: outputs[name].result() for name in writer.shard_names},
             "config": cfg.to_dict(), "provenance": provenance(seed=cfg.seed),
         }
         atomic_write_json(tmp / "l2s_merge.json", record)

@@ -39,20 +39,23 @@ class Method:
     params: dict[str, Param] = field(default_factory=dict)
     n_models: tuple[int, int | None] = (1, None)  # (min, max) number of models
     doc: str = ""
+    # Each output entry depends only on the same entry of the inputs (and, for TIES, on per-tensor
+    # thresholds the executor passes in), so the executor may merge a tensor block of rows by block.
+    elementwise: bool = False
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, *, kind: str = "core", needs_base: bool = True, params: dict[str, Param] | None = None,
-             n_models: tuple[int, int | None] = (1, None)):
+             n_models: tuple[int, int | None] = (1, None), elementwise: bool = False):
     """Decorator: add a tensor function to :data:`METHODS` under ``name``."""
 
     def wrap(fn):
         if name in METHODS:
             raise ValueError(f"merge method {name!r} registered twice")
         METHODS[name] = Method(name, fn, kind, needs_base, dict(params or {}), n_models,
-                               (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+                               (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "", elementwise)
         return fn
 
     return wrap

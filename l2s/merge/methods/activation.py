@@ -19,7 +19,7 @@ def aim_importance(scale: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(s) if peak == 0 else s / peak
 
 
-@register("aim", kind="modifier", params={
+@register("aim", kind="modifier", elementwise=True, params={
     "omega": Param(0.4, "balance factor ω: the smallest fraction of the merge's change kept on the most "
                         "active input channels (Wu et al. Table 7: 0.4)", "0 <= ω <= 1",
                    lambda v: finite(v) and 0 <= v <= 1),
@@ -57,7 +57,7 @@ def sens_coefficients(task_scaling: torch.Tensor, tau: torch.Tensor, temperature
     return torch.softmax(task_scaling * tau[:, None] / temperature, dim=0)
 
 
-@register("sens", params={
+@register("sens", elementwise=True, params={
     "alpha": alpha_param(0.7, "task-arithmetic scale (Wu et al. Table 7: 0.4 / 0.7 / 0.8 for 1.5B / 7B / 14B)"),
     "T": Param(2.0, "softmax temperature (Wu et al. Table 7: 3 / 2 / 6 for 1.5B / 7B / 14B)", "T > 0",
                lambda v: finite(v) and v > 0),
