@@ -82,6 +82,61 @@ def test_streamed_equals_in_memory(ckpts, tmp_path, method, params):
         assert torch.equal(got[name], want), name
 
 
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Blocks of 2 rows (64 entries) and a sampled TRIM selection on these tiny tensors."""
+    from l2s.merge import executor
+    from l2s.merge.methods import task_vector
+
+    monkeypatch.setattr(executor, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(task_vector, "SELECT_SAMPLE", 16)
+    monkeypatch.setattr(task_vector, "SELECT_BLOCK", 100)
+
+
+@pytest.mark.parametrize("method, params", [
+    ("ties", {"k": 0.8}), ("dare+ties", {"k": 0.6, "p": 0.3}), ("dare+task_arithmetic", {"p": 0.5}),
+    ("ties", {"k": 0.7, "trim": "global"}),
+])
+def test_block_by_block_equals_whole_tensors(ckpts, tmp_path, tiny_blocks, method, params):
+    """Many blocks per tensor give the bytes of one block per tensor (the default on these sizes)."""
+    blocks = state(run(ckpts, tmp_path, method, params=params, seed=7, name="blocks"))
+    from l2s.merge import executor
+
+    executor.BLOCK_ELEMENTS = 1 << 20
+    whole = state(run(ckpts, tmp_path, method, params=params, seed=7, name="whole"))
+    assert sorted(blocks) == sorted(whole)
+    for name in whole:
+        assert torch.equal(blocks[name].view(torch.int32), whole[name].view(torch.int32)), name
+
+
+def test_reads_are_bounded_by_the_block_not_the_tensor(ckpts, tmp_path, tiny_blocks, monkeypatch):
+    from l2s.merge.checkpoint import SafetensorsFile
+
+    sizes, read = [], SafetensorsFile.read
+
+    def spy(self, name, rows=None):
+        t = read(self, name, rows)
+        sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(SafetensorsFile, "read", spy)
+    run(ckpts, tmp_path, "dare+ties", params={"k": 0.8, "p": 0.3})
+    biggest = max(v.numel() for v in state(ckpts["base"]).values())
+    assert biggest == 99 * 32 and max(sizes) == 64  # 2 rows of 32, never a whole 99 x 32 tensor
+
+
+def test_vocabulary_mismatch_block_by_block(ckpts, tmp_path, tiny_blocks):
+    big = qwen2(1)
+    big.resize_token_embeddings(107)
+    big_path = save(big, tmp_path / "big")
+    out = merge(MergeConfig(method="ties", base=ckpts["base"], models=[big_path], out=str(tmp_path / "out"),
+                            params={"k": 0.5}))
+    got, b, m = state(out), state(ckpts["base"]), state(big_path)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        want = METHODS["ties"].fn(b[name], [m[name][:99]], k=0.5, alpha=1.0)
+        assert torch.equal(got[name][:99], want) and torch.equal(got[name][99:], m[name][99:])
+
+
 def test_global_trim_threshold_is_the_whole_model_kth_value(ckpts, tmp_path):
     out = run(ckpts, tmp_path, "ties", params={"k": 0.8, "trim": "global"})
     record = json.loads((out / "l2s_merge.json").read_text())
@@ -271,3 +326,40 @@ def test_missing_base_and_missing_checkpoint(ckpts, tmp_path, capsys):
     assert cli_merge(ckpts, out, models=str(tmp_path / "nowhere")) == 2
     assert "not found" in capsys.readouterr().err
     assert not out.exists() and leftovers(out) == []
+
+
+def test_rows_blocks_hashes_and_threads(ckpts, tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from l2s.merge.checkpoint import Checkpoint, ShardWriter, shard_sha256
+    from l2s.merge.executor import torch_threads
+
+    ck, full = Checkpoint(Path(ckpts["base"])), state(ckpts["base"])
+    name = "model.embed_tokens.weight"
+    assert torch.equal(ck.read(name, (10, 13)), full[name][10:13])
+    with pytest.raises(ValueError, match="has no rows"):
+        ck.read(name, (98, 100))
+    (tmp_path / "w").mkdir()
+    w = ShardWriter(tmp_path / "w", [("a", torch.float32, (4, 2))], 10**6)
+    with pytest.raises(RuntimeError, match="got 24 bytes, planned"):
+        w.write("a", iter([torch.zeros(1, 2), torch.zeros(2, 2)]))
+    w.abort()
+    # a hub cache file: its blob's name is its SHA-256
+    data = b"weights"
+    blob = tmp_path / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir()
+    blob.write_bytes(data)
+    (tmp_path / "model.safetensors").symlink_to(blob)
+    blob.write_bytes(b"changed")  # proves the name, not the content, was used
+    assert shard_sha256(tmp_path / "model.safetensors") == hashlib.sha256(data).hexdigest()
+    assert shard_sha256(blob) == hashlib.sha256(b"changed").hexdigest()
+    # threads: all cores unless OMP_NUM_THREADS caps them; restored afterwards
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with torch_threads():
+        assert torch.get_num_threads() == before
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with torch_threads():
+        assert torch.get_num_threads() == max(before, os.cpu_count())
+    assert torch.get_num_threads() == before

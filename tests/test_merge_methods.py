@@ -57,6 +57,72 @@ def test_ties_identities():
     assert torch.equal(out, torch.where(m.abs() > t, m, 0.0))
 
 
+def bits(t):
+    return t.contiguous().view(torch.int32)  # bitwise comparison: torch.equal takes -0.0 == 0.0
+
+
+def ties_literal(base, models, k, alpha, thresholds=None):
+    """TIES written literally from its formula with bool masks (the arithmetic version must equal it)."""
+    deltas = []
+    for i, m in enumerate(models):
+        d = m - base
+        n_drop = int(k * d.numel())
+        t = thresholds[i] if thresholds is not None else (torch.kthvalue(d.abs().reshape(-1), n_drop).values
+                                                           if n_drop else None)
+        deltas.append(d if t is None or k == 0 else torch.where(d.abs() > t, d, 0.0))
+    sign = torch.sign(sum(deltas[1:], deltas[0].clone()))
+    num, count = torch.zeros_like(base), torch.zeros_like(base)
+    for d in deltas:
+        agree = (torch.sign(d) == sign) & (d != 0)
+        num += torch.where(agree, d, 0.0)
+        count += agree
+    return base + alpha * (num / count.clamp_min(1))
+
+
+def awkward(shape, g):
+    """Random tensors full of ties, cancellations and signed zeros, with some continuous values."""
+    pool = T([-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0])
+    out = pool[torch.randint(len(pool), shape, generator=g)]
+    cont = torch.rand(shape, generator=g) < 0.3
+    return torch.where(cont, torch.randn(shape, generator=g), out)
+
+
+@pytest.mark.parametrize("n_models, k, alpha", [(1, 0.5, 1.0), (2, 0.8, 1.0), (3, 0.3, 0.7), (2, 0.0, 0.5),
+                                                (2, 1.0, 1.0)])
+def test_ties_equals_its_literal_formula_bit_for_bit(n_models, k, alpha):
+    g = torch.Generator().manual_seed(n_models)
+    base = awkward((600, 500), g)  # 300k entries: the sampled selection path of kth_smallest
+    models = [awkward((600, 500), g) for _ in range(n_models)]
+    got = fn("ties")(base, models, k=k, alpha=alpha)
+    assert torch.equal(bits(got), bits(ties_literal(base, models, k, alpha)))
+    given = [0.5] * n_models
+    got = fn("ties")(base, models, k=k, alpha=alpha, thresholds=given)
+    assert torch.equal(bits(got), bits(ties_literal(base, models, k, alpha, given)))
+
+
+def test_kth_smallest_is_kthvalue():
+    g = torch.Generator().manual_seed(9)
+    n = 300_000
+    cases = {
+        "normal": torch.randn(n, generator=g).abs(),
+        "mostly zero": torch.where(torch.rand(n, generator=g) < 0.9, 0.0, torch.rand(n, generator=g)),
+        "sorted": torch.linspace(0, 1, n),
+        "few values": torch.randint(0, 5, (n,), generator=g).float(),
+        "sample misses": torch.ones(n).index_fill_(0, torch.arange(0, n, n // tv.SELECT_SAMPLE), 0.0),
+    }
+    for name, x in cases.items():
+        for k in (1, n // 5, int(0.8 * n), n - 1, n):
+            assert tv.kth_smallest(x, k).item() == torch.kthvalue(x, k).values.item(), (name, k)
+    assert tv.kth_smallest(torch.randn(50, 7, generator=g), 100).shape == ()
+
+
+def test_trim_delta_leaves_its_input_alone():
+    d = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    before = d.clone()
+    tv.trim_delta(d, 0.5)
+    assert torch.equal(d, before)
+
+
 def test_dare_drops_rescales_and_is_seeded():
     d = torch.ones(20000)
     out = tv.dare(d, 0.5, torch.Generator().manual_seed(3))
@@ -65,6 +131,12 @@ def test_dare_drops_rescales_and_is_seeded():
     assert torch.equal(out, tv.dare(d, 0.5, torch.Generator().manual_seed(3)))
     assert not torch.equal(out, tv.dare(d, 0.5, torch.Generator().manual_seed(4)))
     assert tv.dare(d, 0.0, torch.Generator()) is d
+    # equal, bit for bit, to its literal formula (signed zeros included)
+    x = awkward((300, 200), torch.Generator().manual_seed(5))
+    for p in (0.3, 0.7, 0.1):
+        keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(6)) >= p
+        want = torch.where(keep, x / (1 - p), 0.0)
+        assert torch.equal(bits(tv.dare(x, p, torch.Generator().manual_seed(6))), bits(want))
 
 
 def test_linear_hand_computed_and_identity():

@@ -17,6 +17,7 @@ from l2s.merge.methods import Param, alpha_param, finite, register
 
 SELECT_SAMPLE = 1 << 16  # entries sampled to bracket the k-th smallest
 SELECT_BLOCK = 1 << 20  # entries per block when counting and gathering inside the bracket
+INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 @register("average", needs_base=False, elementwise=True)
@@ -81,12 +82,18 @@ def trim_delta(delta: torch.Tensor, k: float, threshold: float | torch.Tensor | 
     ⌊k·n⌋ entries are dropped; entries tied with t are dropped too. ``threshold=None`` and k=0 keep all.
     """
     t = trim_threshold(delta.abs(), k) if threshold is None else threshold
-    return delta if t is None or k == 0 else _keep_above(delta, t)
+    return delta if t is None or k == 0 else _keep_above(delta.clone(), t)
 
 
-def _keep_above(delta: torch.Tensor, t) -> torch.Tensor:
-    """δ where |δ| > t, else 0 — in place on ``delta``."""
-    return delta.masked_fill_(delta.abs() <= t, 0)
+# The masks below are float 0/1 tensors built with arithmetic (sign of a clamped difference, exact:
+# for floats a > b ⇔ a − b > 0) rather than bool tensors: on CPU, comparisons, ``where`` and
+# ``masked_fill`` cost several times more than a float pass. ``+ 0.0`` turns the −0 of a negative
+# entry times 0 into +0, so the results equal those of ``where(mask, x, 0)`` bit for bit.
+
+def _keep_above(d: torch.Tensor, t) -> torch.Tensor:
+    """δ where |δ| > t, else +0 — in place on ``d``."""
+    keep = d.abs().sub_(float(t)).clamp_min_(0).sign_()
+    return d.mul_(keep).add_(0.0)
 
 
 @register("ties", elementwise=True, params={
@@ -105,6 +112,9 @@ def ties(base, models, k, alpha, trim="tensor", thresholds=None):
     (0 where no model agrees);  θ = θ_0 + α τ. Entries with Σ_i δ̂_ij = 0 get τ_j = 0.
     ``thresholds`` (one per model; None keeps every entry) are given thresholds: the whole-model ones
     of ``trim="global"``, or the executor's per-tensor ones when it merges a tensor block by block.
+
+    Computed as τ = γ · Σ_i max(γ δ̂_i, 0) / max(#{i : γ δ̂_i > 0}, 1): the agreeing entries all have
+    the sign γ, and a sum of same-signed floats is the negated sum of their magnitudes, exactly.
     """
     deltas = []
     for i, m in enumerate(models):
@@ -115,13 +125,13 @@ def ties(base, models, k, alpha, trim="tensor", thresholds=None):
     for d in deltas[1:]:
         sign += d
     sign.sign_()
-    num = torch.zeros_like(base)
+    magnitude = torch.zeros_like(base)
     count = torch.zeros_like(base)
     for d in deltas:
-        agree = (d * sign) > 0  # sgn δ̂ = γ and δ̂ ≠ 0
-        num += d.masked_fill_(~agree, 0)
-        count += agree
-    return num.div_(count.clamp_min_(1)).mul_(alpha).add_(base)
+        agreeing = d.mul_(sign).clamp_min_(0)  # |δ̂_i| where sgn δ̂_i = γ, else 0
+        magnitude += agreeing
+        count += agreeing.sign_()
+    return magnitude.mul_(sign).div_(count.clamp_min_(1)).mul_(alpha).add_(base)
 
 
 @register("dare", kind="modifier", elementwise=True, params={
@@ -136,8 +146,12 @@ def dare(delta, p, generator):
     """
     if p == 0:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, dtype=torch.float32) >= p
-    return torch.where(keep, delta / (1 - p), torch.zeros((), dtype=delta.dtype))
+    drop = torch.rand(delta.shape, generator=generator, dtype=torch.float32)  # u; dropped where u < p
+    drop.neg_().add_(p).clamp_min_(0).sign_()  # [p − u > 0]
+    out = delta / (1 - p)
+    bits = INT_OF_SIZE[out.element_size()]  # x AND (all ones | zero): x itself, or +0
+    out.view(bits).bitwise_and_(drop.to(bits).sub_(1))
+    return out
 
 
 @register("linear", needs_base=False, n_models=(2, 2), elementwise=True, params={
