@@ -89,7 +89,7 @@ def tiny_blocks(monkeypatch):
     from l2s.merge.methods import task_vector
 
     monkeypatch.setattr(executor, "BLOCK_ELEMENTS", 64)
-    monkeypatch.setattr(task_vector, "SELECT_SAMPLE", 16)
+    monkeypatch.setattr(task_vector, "SELECT_DIRECT", 16)
     monkeypatch.setattr(task_vector, "SELECT_BLOCK", 100)
 
 

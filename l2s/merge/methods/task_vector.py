@@ -15,7 +15,7 @@ import torch
 
 from l2s.merge.methods import Param, alpha_param, finite, register
 
-SELECT_SAMPLE = 1 << 16  # entries sampled to bracket the k-th smallest
+SELECT_DIRECT = 1 << 16  # up to this many entries, kthvalue of all of them
 SELECT_BLOCK = 1 << 20  # entries per block when counting and gathering inside the bracket
 INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -41,24 +41,25 @@ def task_arithmetic(base, models, alpha):
 def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th smallest entry (1-based) of ``x``: exactly ``torch.kthvalue(x.reshape(-1), k).values``.
 
-    Floyd–Rivest style selection: two quantiles of a strided sample bracket the answer, lo ≤ x_(k) ≤ hi
-    with a margin of 4·√(sample size) ranks (a miss is an ≈8σ event); counting the entries below lo
-    and selecting among those in [lo, hi] (a few percent of x) gives the exact value. If the
-    bracket misses, the plain ``kthvalue`` of all entries answers.
+    Floyd–Rivest style selection: two order statistics of a strided sample of m ≈ (4n)^(2/3) entries
+    bracket the answer, lo ≤ x_(k) ≤ hi, with a margin of 5 standard deviations of the sample rank
+    plus 16; counting the entries below lo and selecting among those in [lo, hi] (a few percent of
+    x) gives the exact value. If the bracket misses, the plain ``kthvalue`` of all entries answers.
     """
     flat = x.reshape(-1)
     n = flat.numel()
-    if n <= 4 * SELECT_SAMPLE:
+    if n <= SELECT_DIRECT:
         return torch.kthvalue(flat, k).values
-    sample = flat[:: n // SELECT_SAMPLE]
+    sample = flat[:: max(1, n // int((4 * n) ** (2 / 3)))]
     m = sample.numel()
-    pos, margin = k / n * m, 4 * math.sqrt(m)
+    q = k / n
+    pos, margin = q * m, 5 * math.sqrt(m * q * (1 - q)) + 16
     lo = torch.kthvalue(sample, max(1, int(pos - margin))).values
     hi = torch.kthvalue(sample, min(m, int(pos + margin) + 1)).values
     below, inside = 0, []
     for block in flat.split(SELECT_BLOCK):
         ge = block >= lo
-        below += block.numel() - int(ge.sum())
+        below += block.numel() - int(torch.count_nonzero(ge))
         inside.append(block[ge.logical_and_(block <= hi)])
     band = torch.cat(inside)
     if not below < k <= below + band.numel():
