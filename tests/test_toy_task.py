@@ -98,3 +98,11 @@ def test_cli_toy_data_writes_splits(tmp_path):
     assert main(["toy", "data", "--out", str(out)]) == 2  # exists: refused, not overwritten
     assert main(["toy", "data", "--out", str(tmp_path / "x"), "--n-test", "-1"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_short_solutions_track_only_the_first_rounds():
+    p = task.sample_problem(random.Random(2), 5)
+    short = task.solution(p, "short").split()
+    moves = [w for w in short if w in task.MOVES or w == task.PASS]
+    assert moves == list(p.moves[:task.SHORT_ROUNDS])
+    assert short[-1] == f"\\boxed{{{p.answer}}}"

@@ -29,7 +29,7 @@ from l2s.toy import tokenizer as toy_tokenizer
 log = logging.getLogger(__name__)
 ROLES = ("quick", "slow", "short")
 CARD = "l2s_toy_card.json"
-TASK_VERSION = 1  # bump when the task's text or solution formats change: cached models are then rebuilt
+TASK_VERSION = 4  # bump when the task's text or solution formats change: cached models are then rebuilt
 
 
 def recipe_fingerprint(size: str) -> dict:

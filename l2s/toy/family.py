@@ -42,6 +42,8 @@ class Stage:
     batch_size: int = 64
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
+    easy_first: float = 0.0  # fraction of the steps that see only levels <= easy_max_level (curriculum)
+    easy_max_level: int = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ SIZES = {
     "m": ToySize("m", hidden_size=64, num_hidden_layers=4, intermediate_size=192),
     "l": ToySize("l", hidden_size=96, num_hidden_layers=4, intermediate_size=288),
 }
-DEFAULT_SIZE = "m"
+DEFAULT_SIZE = "s"
 
 _quick_mix = {"direct": 0.6, "terse": 0.4}
 RECIPES = {
@@ -77,10 +79,10 @@ RECIPES = {
                     n_train_per_level=50),
     "s": Recipe(quick=Stage(_quick_mix, steps=1000, lr=3e-3), slow=Stage({"long": 1.0}, steps=500, lr=5e-4),
                 short=Stage({"short": 1.0}, steps=200, lr=5e-4)),
-    "m": Recipe(quick=Stage(_quick_mix, steps=1200, lr=3e-3), slow=Stage({"long": 1.0}, steps=400, lr=5e-4),
-                short=Stage({"short": 1.0}, steps=200, lr=5e-4)),
-    "l": Recipe(quick=Stage(_quick_mix, steps=1000, lr=2e-3), slow=Stage({"long": 1.0}, steps=300, lr=3e-4),
-                short=Stage({"short": 1.0}, steps=150, lr=3e-4)),
+    "m": Recipe(quick=Stage(_quick_mix, steps=800, lr=3e-3), slow=Stage({"long": 1.0}, steps=300, lr=5e-4),
+                short=Stage({"short": 1.0}, steps=150, lr=5e-4)),
+    "l": Recipe(quick=Stage(_quick_mix, steps=600, lr=2e-3), slow=Stage({"long": 1.0}, steps=250, lr=3e-4),
+                short=Stage({"short": 1.0}, steps=100, lr=3e-4)),
 }
 
 

@@ -12,11 +12,16 @@ previous state (two tokens back). Every number, move and state is one token.
 
 Response styles, all ending in ``The answer is \\boxed{c}``:
 
-- ``direct`` (System 1): the answer right away;
+- ``direct`` (System 1): a glance at the first round (``<move> →<cup>``), then the answer: exact at level 1,
+  a one-pass guess of every later swap above it. (A bare answer does not train: a quick model then
+  settles on "the ball stays where it started", right 75% of the time at level 1, and learns nothing
+  more, while the same one-swap step is learned at once as a CoT line.)
 - ``terse`` (a base model's own CoT): one line per round, ``<move> →<cup>``;
 - ``long`` (System 2): the terse chain, then ``Wait , let me double-check .`` and a re-derivation of
   the real swaps (so it grows with the level), then the answer — deliberate overthinking;
-- ``short`` (Ada-R1's short-CoT model): a one-line sketch, then the answer.
+- ``short`` (Ada-R1's short-CoT model): the chain of the first ``SHORT_ROUNDS`` rounds only, then the
+  answer: exact while all swaps fall in those rounds (levels 1-3), a guess for the rest beyond them
+  (levels 4-5) — short CoT skips steps, which costs accuracy on hard problems only.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ PROBLEM_HEAD = "Eight cups stand in a row . The ball is under cup {start} . Move
 PROBLEM_TAIL = ". Where is the ball ?"
 COT_HEAD = "Let me track the ball ."
 DOUBLE_CHECK = "Wait , let me double-check ."
-SHORT_HEAD = "Let me think briefly : the ball ends under cup {answer} ."
+SHORT_HEAD = "Let me be quick ."
+SHORT_ROUNDS = 4
 ANSWER = "The answer is \\boxed{{{answer}}}"
 STYLES = ("direct", "terse", "long", "short")
 
@@ -84,13 +90,15 @@ def solution(problem: Problem, style: str) -> str:
     answer = ANSWER.format(answer=problem.answer)
     states = problem.states()
     if style == "direct":
-        return answer
+        return f"{_chain(problem.moves[:1], states[:1])} {answer}"
     if style == "short":
-        return f"{SHORT_HEAD.format(answer=problem.answer)} {answer}"
+        return f"{SHORT_HEAD} {_chain(problem.moves[:SHORT_ROUNDS], states[:SHORT_ROUNDS])} {answer}"
     chain = f"{COT_HEAD} {_chain(problem.moves, states)}"
     if style == "terse":
         return f"{chain} {answer}"
     if style == "long":
+        if problem.level not in SWAPS_PER_LEVEL:
+            raise ValueError(f"no long solution for a level-{problem.level} problem")
         k = SWAPS_PER_LEVEL[problem.level]
         return f"{chain} {DOUBLE_CHECK} {_chain(problem.moves[:k], states[:k])} {answer}"
     raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")

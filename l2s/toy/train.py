@@ -27,19 +27,27 @@ def encode_example(tokenizer, problem: task.Problem, style: str) -> dict:
 
 
 def stage_examples(tokenizer, problems: list[task.Problem], stage: Stage, seed: int) -> list[dict]:
-    """``stage.steps * batch_size`` examples, seeded: a level drawn uniformly (level 1 has only a few
-    hundred problems and would otherwise be under 1% of the data), then a problem of that level in
-    shuffled order, then a style by ``stage.styles`` weights."""
+    """``stage.steps * batch_size`` examples in training order, seeded.
+
+    Each example: a level drawn uniformly (level 1 has only a few hundred problems and would otherwise be
+    under 1% of the data), then the next problem of that level in shuffled order, then a style by
+    ``stage.styles`` weights. Curriculum: the first ``stage.easy_first`` of the steps draw only from levels
+    up to ``stage.easy_max_level`` (easy levels first: a quick model trained on all levels at once settles
+    on "the ball stays where it started", right 75% of the time at level 1 and learns nothing more).
+    """
     rng = random.Random(seed)
     styles, weights = zip(*sorted(stage.styles.items()))
     by_level: dict[int, list[task.Problem]] = {}
     for p in problems:
         by_level.setdefault(p.level, []).append(p)
-    levels = sorted(by_level)
-    queues: dict[int, list[task.Problem]] = {lv: [] for lv in levels}
+    all_levels = sorted(by_level)
+    easy_levels = [lv for lv in all_levels if lv <= stage.easy_max_level] or all_levels
+    queues: dict[int, list[task.Problem]] = {lv: [] for lv in all_levels}
+    n = stage.steps * stage.batch_size
+    n_easy = int(stage.easy_first * stage.steps) * stage.batch_size
     out = []
-    for _ in range(stage.steps * stage.batch_size):
-        level = rng.choice(levels)
+    for i in range(n):
+        level = rng.choice(easy_levels if i < n_easy else all_levels)
         if not queues[level]:
             queues[level] = rng.sample(by_level[level], len(by_level[level]))
         out.append(encode_example(tokenizer, queues[level].pop(), rng.choices(styles, weights)[0]))
@@ -75,6 +83,7 @@ def train_stage(model, tokenizer, problems: list[task.Problem], stage: Stage, se
         weight_decay=stage.weight_decay, adam_beta2=0.98, max_grad_norm=1.0, seed=seed, data_seed=seed,
         logging_steps=max(1, stage.steps // 10), save_strategy="no", report_to=[], use_cpu=True,
         dataloader_num_workers=0, disable_tqdm=False, run_name=desc,
+        train_sampling_strategy="sequential",  # the examples are already in their (seeded, curriculum) order
     )
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tokenizer.pad_token_id))
     t0 = time.time()
