@@ -11,17 +11,21 @@ blocks in flight.
 Writing: all output shapes and dtypes are known before the first tensor is merged, so each shard's
 safetensors header is written first and tensors are appended as they are produced, block by block —
 no shard, and no whole tensor, is ever held in memory (``safetensors.save_file`` needs all of a
-shard's tensors at once). Each shard is fsynced once, when complete, and handed to an optional
-callback (the executor hashes it in the background); every written shard is re-opened with
+shard's tensors at once). The file operations run on a background thread, overlapping the
+merge's arithmetic; each shard is fsynced once, when complete, and handed to an optional callback
+(the executor hashes it in the background); every written shard is re-opened with
 ``safetensors.safe_open`` as a format check.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -101,8 +105,11 @@ class SafetensorsFile:
     def corrupt(self, why: str) -> ValueError:
         return ValueError(f"{self.path}: corrupt or unreadable safetensors shard: {why}")
 
-    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """The tensor ``name``, or only its rows ``[start, stop)`` along the first dimension."""
+    def read(self, name: str, rows: tuple[int, int] | None = None, into: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor ``name``, or only its rows ``[start, stop)`` along the first dimension.
+
+        ``into``: a uint8 buffer of at least the bytes read, which the result is a view of.
+        """
         info = self.tensors[name]
         start, shape, nbytes = info.start, info.shape, info.nbytes
         if rows is not None:
@@ -111,7 +118,7 @@ class SafetensorsFile:
                 raise ValueError(f"{self.path}: tensor {name!r} of shape {list(shape)} has no rows [{r0}, {r1})")
             row = nbytes // shape[0] if shape[0] else 0
             start, shape, nbytes = start + r0 * row, (r1 - r0, *shape[1:]), (r1 - r0) * row
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        buf = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
         view, got = memoryview(buf.numpy()), 0
         while got < nbytes:
             n = os.preadv(self._fd(), [view[got:]], start + got)
@@ -161,6 +168,7 @@ class Checkpoint:
         self.weight_map: dict[str, str] = dict(weight_map)
         cfg = self.path / "config.json"
         self.config: dict = read_json(cfg) if cfg.is_file() else {}
+        self._buffer = torch.empty(0, dtype=torch.uint8)
 
     @property
     def names(self) -> list[str]:
@@ -172,8 +180,16 @@ class Checkpoint:
     def file_of(self, name: str) -> Path:
         return self.path / self.weight_map[name]
 
-    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        return self.files[self.weight_map[name]].read(name, rows)
+    def read(self, name: str, rows: tuple[int, int] | None = None, reuse: bool = False) -> torch.Tensor:
+        """Tensor ``name`` (or its ``rows``). ``reuse``: read into this checkpoint's one buffer — no
+        fresh memory to fault in on every block, but the result is only valid until the next reuse read."""
+        if not reuse:
+            return self.files[self.weight_map[name]].read(name, rows)
+        info = self.info(name)
+        nbytes = info.nbytes if rows is None else (rows[1] - rows[0]) * (info.nbytes // max(1, info.shape[0]))
+        if self._buffer.numel() < nbytes:
+            self._buffer = torch.empty(nbytes, dtype=torch.uint8)
+        return self.files[self.weight_map[name]].read(name, rows, into=self._buffer)
 
     def shard_paths(self) -> list[Path]:
         return [self.path / s for s in self.files]
@@ -183,17 +199,50 @@ class Checkpoint:
             f.close()
 
 
-def shard_sha256(path: Path) -> str:
-    """SHA-256 of a file; for a file of the Hugging Face hub cache, the name of its blob, which is
-    the SHA-256 of its content (the LFS object id) — so downloaded checkpoints are not re-read."""
+SAMPLE_WINDOWS, SAMPLE_WINDOW = 64, 1 << 16
+
+
+def hub_blob_sha256(path: Path) -> str | None:
+    """For a file of the Hugging Face hub cache, the name of its blob, which is the SHA-256 of its
+    content (the LFS object id) — so downloaded checkpoints need not be re-read."""
     target = Path(path).resolve()
     if Path(path).is_symlink() and target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
         return target.name
+    return None
+
+
+def shard_sha256(path: Path) -> str:
+    """SHA-256 of a file (of a hub cache file: its blob name)."""
+    if blob := hub_blob_sha256(path):
+        return blob
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
+
+def shard_fingerprint(path: Path, mode: str = "sampled") -> tuple[str, str]:
+    """(digest, what it is) of an input shard: its full SHA-256 (``mode="full"``, or a hub file), or
+    the SHA-256 of its size, its safetensors header and 64 windows of 64 KiB evenly spread over the
+    rest (``"sampled"``: reads ≤ 4 MiB; any fine-tune changes nearly every weight, so different
+    weights give different digests, though a change confined to unsampled bytes would not show)."""
+    if mode == "full" or hub_blob_sha256(path):
+        return shard_sha256(path), "sha256"
+    size = Path(path).stat().st_size
+    h = hashlib.sha256(size.to_bytes(8, "little"))
+    with open(path, "rb") as f:
+        head = f.read(8)
+        h.update(head + f.read(int.from_bytes(head, "little") if len(head) == 8 else 0))
+        start = f.tell()
+        span = size - start
+        if span <= SAMPLE_WINDOWS * SAMPLE_WINDOW:
+            h.update(f.read())
+        else:
+            for i in range(SAMPLE_WINDOWS):
+                f.seek(start + i * (span - SAMPLE_WINDOW) // (SAMPLE_WINDOWS - 1))
+                h.update(f.read(SAMPLE_WINDOW))
+    return h.hexdigest(), f"sha256 of size, header and {SAMPLE_WINDOWS} windows of {SAMPLE_WINDOW} bytes"
 
 
 def plan_shards(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes: int) -> list[list[str]]:
@@ -218,12 +267,17 @@ def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
 
 
 class ShardWriter:
-    """Writes planned shards: header first, then each tensor's bytes as it arrives, in plan order."""
+    """Writes planned shards: header first, then each tensor's bytes as it arrives, in plan order.
+
+    The file operations run on a background thread fed by a bounded queue (at most ``queue_blocks``
+    blocks in flight), so the merge computes the next blocks while the kernel copies, throttles and
+    syncs the previous ones. Errors of that thread are raised by the next :meth:`write` or :meth:`close`.
+    """
 
     def __init__(self, out: Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes: int,
-                 on_finish: Callable[[Path], None] | None = None):
+                 on_finish: Callable[[Path], None] | None = None, queue_blocks: int = 8):
         self.out = Path(out)
-        self.on_finish = on_finish  # called with each shard's path once it is complete on disk
+        self.on_finish = on_finish  # called (on the writer thread) with each shard's path once it is on disk
         self.layout = {name: (dtype, tuple(shape)) for name, dtype, shape in entries}
         groups = plan_shards(entries, max_bytes)
         n = len(groups)
@@ -232,8 +286,30 @@ class ShardWriter:
         self.shard_of = {name: self.shard_names[i] for i, g in enumerate(groups) for name in g}
         self.groups = dict(zip(self.shard_names, groups))
         self._next = 0
-        self._file = None
-        self._open_shard = None
+        self._open_shard = None  # the shard being written, as seen by the caller
+        self._file = None  # owned by the writer thread
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
+        self._thread = threading.Thread(target=self._run, name="l2s-shard-writer", daemon=True)
+        self._thread.start()
+
+    # -- the writer thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is None and not self._aborted:
+                try:
+                    job()
+                except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+                    self._error = e
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._queue.put(job)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing {self.out}: {self._error}") from self._error
 
     def _start(self, shard: str) -> None:
         header: dict = {"__metadata__": {"format": "pt"}}
@@ -247,18 +323,29 @@ class ShardWriter:
         blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
         self._file = open(self.out / shard, "wb")
         self._file.write(len(blob).to_bytes(8, "little") + blob)
-        self._open_shard = shard
 
+    def _finish(self, shard: str) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        if self.on_finish:
+            self.on_finish(self.out / shard)
+
+    # -- the caller's side -------------------------------------------------------------------------
     def write(self, name: str, tensor: torch.Tensor | Iterable[torch.Tensor]) -> None:
-        """Append tensor ``name``: a whole tensor, or its blocks of rows in order (an iterable)."""
+        """Append tensor ``name``: a whole tensor, or its blocks of rows in order (an iterable). The
+        blocks must not be modified afterwards (they are written later, from the queue)."""
         expected = self.order[self._next]
         if name != expected:
             raise RuntimeError(f"tensor {name!r} written out of plan order (expected {expected!r})")
         dtype, shape = self.layout[name]
         shard = self.shard_of[name]
         if shard != self._open_shard:
-            self._finish()
-            self._start(shard)
+            if self._open_shard is not None:
+                self._submit(functools.partial(self._finish, self._open_shard))
+            self._submit(functools.partial(self._start, shard))
+            self._open_shard = shard
         blocks = [tensor] if isinstance(tensor, torch.Tensor) else tensor
         written, want = 0, _nbytes(dtype, shape)
         for block in blocks:
@@ -270,25 +357,19 @@ class ShardWriter:
                 written += data.nbytes
                 if written > want:
                     break
-                self._file.write(data)
+                self._submit(lambda data=data: self._file.write(data))
         if written != want:
             raise RuntimeError(f"tensor {name!r}: got {written} bytes, planned {dtype} {list(shape)} ({want} bytes)")
         self._next += 1
-
-    def _finish(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            if self.on_finish:
-                self.on_finish(self.out / self._open_shard)
 
     def close(self) -> dict[str, str]:
         """Finish the last shard, write the index (several shards), check the format; returns weight_map."""
         if self._next != len(self.order):
             raise RuntimeError(f"only {self._next} of {len(self.order)} tensors were written")
-        self._finish()
+        if self._open_shard is not None:
+            self._submit(functools.partial(self._finish, self._open_shard))
+        self._stop()
+        self._raise()
         if len(self.shard_names) > 1:
             total = sum(_nbytes(*self.layout[n]) for n in self.order)
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(self.shard_of.items()))}
@@ -301,7 +382,15 @@ class ShardWriter:
                     raise RuntimeError(f"{self.out / shard}: written shard does not hold its planned tensors")
         return dict(self.shard_of)
 
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def abort(self) -> None:
+        """Drop what is queued, stop the thread, close the open file (no-op after :meth:`close`)."""
+        self._aborted = True
+        self._stop()
         if self._file is not None:
             self._file.close()
             self._file = None

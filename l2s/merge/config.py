@@ -120,6 +120,11 @@ class MergeConfig:
     calibration: list[str] = field(default_factory=list)
     calibration_samples: int = 100
     calibration_max_tokens: int = 2048
+    # How l2s_merge.json fingerprints local input shards: "sampled" (SHA-256 of the size, the header
+    # and 64 windows of 64 KiB spread over the data: milliseconds, tells different weights apart)
+    # or "full" (SHA-256 of every byte: about 0.6 s per GB of CPU). Hub downloads always get their
+    # full SHA-256, free: it is the name of the cached blob. Outputs are always hashed in full.
+    input_hash: str = "sampled"
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -208,6 +213,8 @@ class MergeConfig:
                     raise FileNotFoundError(f"calibration file {c} not found")
         elif self.calibration:
             raise ValueError(f"method {spec.name!r} uses no calibration texts; drop --calibration")
+        if self.input_hash not in ("sampled", "full"):
+            raise ValueError(f"input_hash {self.input_hash!r}: expected 'sampled' or 'full'")
         if self.calibration_samples < 1 or self.calibration_max_tokens < 2:
             raise ValueError("calibration_samples must be >= 1 and calibration_max_tokens >= 2")
         if Path(self.out).exists() and not self.overwrite:

@@ -9,12 +9,14 @@ tensor) and its k-th smallest entry selected. The SVD methods (LoRE, Twin) need 
 hold a few copies of the tensor being merged. The output directory is built beside the target and
 renamed into place only when complete (:func:`l2s.io.atomic_output_dir`).
 
-The SHA-256 of the input shards and of each output shard once written (for ``l2s_merge.json``)
-are computed by a background thread while the merge runs (``hashlib`` releases the GIL).
+The fingerprints of the input shards (sampled or full SHA-256, ``MergeConfig.input_hash``) and the
+SHA-256 of each output shard once written (for ``l2s_merge.json``) are computed by a background
+thread while the merge runs (``hashlib`` releases the GIL).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from l2s import __version__
 from l2s.io import atomic_output_dir, atomic_write_json
 from l2s.merge import calibration
-from l2s.merge.checkpoint import Checkpoint, ShardWriter, resolve, shard_sha256
+from l2s.merge.checkpoint import Checkpoint, ShardWriter, resolve, shard_fingerprint, shard_sha256
 from l2s.merge.config import MergeConfig, parse_size
 from l2s.merge.methods import METHODS
 from l2s.merge.methods.activation import aim_importance, sens_coefficients, sens_cross_task_scaling, sens_task_scaling
@@ -143,6 +145,7 @@ class Merger:
         self.sens_layers: dict[str, list[float]] = {}
         self.stats_files: dict[str, str] = {}
         self._scratch = torch.empty(0, dtype=self.compute)
+        self._checked: set[tuple] = set()
 
     def close(self) -> None:
         for ck in self.inputs:
@@ -151,9 +154,11 @@ class Merger:
     # -- auxiliary statistics -------------------------------------------------------------------
     def input_record(self, ck: Checkpoint, given: str) -> dict:
         cfg = ck.path / "config.json"
+        prints = {p.name: shard_fingerprint(p, self.cfg.input_hash) for p in ck.shard_paths()}
         return {"input": given, "path": str(ck.path),
                 "config_sha256": file_sha256(cfg) if cfg.is_file() else None,
-                "shards": {p.name: shard_sha256(p) for p in ck.shard_paths()}}
+                "shards": {name: digest for name, (digest, _) in prints.items()},
+                "shard_hash": sorted({kind for _, kind in prints.values()})}
 
     def prepare(self, records: dict[str, dict]) -> None:
         cfg, p = self.cfg, self.params
@@ -229,11 +234,15 @@ class Merger:
                 yield i, (dare(d, self.params["p"], gens[i]) if self.spec.dare else d)
 
     # -- one tensor ------------------------------------------------------------------------------
-    def read(self, ck: Checkpoint, name: str, rows: tuple[int, int] | None) -> torch.Tensor:
-        """Rows of an input tensor in the compute dtype, checked for NaN/inf."""
-        t = ck.read(name, rows)
-        if not all_finite(t):
+    def read(self, ck: Checkpoint, name: str, rows: tuple[int, int] | None, reuse: bool = True) -> torch.Tensor:
+        """Rows of an input tensor in the compute dtype, checked for NaN/inf. With ``reuse`` (blocks),
+        the result may be a view of ``ck``'s read buffer, valid until its next block is read: the
+        methods never modify their inputs and return new tensors."""
+        t = ck.read(name, rows, reuse=reuse)
+        key = (id(ck), name, rows)  # a block read again (TIES: threshold pass, then merge) is checked once
+        if key not in self._checked and not all_finite(t):
             raise ValueError(f"input tensor {name!r} in {ck.file_of(name)} has NaN or inf values")
+        self._checked.add(key)
         return t.to(self.compute)
 
     def generators(self, name: str) -> list[torch.Generator | None]:
@@ -241,10 +250,10 @@ class Merger:
         same masks as one draw over the whole tensor: the generator's stream is sequential)."""
         return [dare_generator(self.cfg.seed, name, i) if self.spec.dare else None for i in range(len(self.models))]
 
-    def load(self, name: str, rows: tuple[int, int] | None, gens) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def load(self, name: str, rows: tuple[int, int] | None, gens, reuse: bool = True):
         """Base and models on ``rows`` of ``name``; with DARE the models are θ_0 + DARE(θ_i − θ_0)."""
-        base = self.read(self.base, name, rows) if self.base else None
-        models = [self.read(m, name, rows) for m in self.models]
+        base = self.read(self.base, name, rows, reuse) if self.base else None
+        models = [self.read(m, name, rows, reuse) for m in self.models]
         if self.spec.dare:
             models = [base + dare(m - base, self.params["p"], g) for m, g in zip(models, gens)]
         return base, models
@@ -315,7 +324,7 @@ class Merger:
         """A tensor of a method that needs it whole (LoRE, Twin: SVDs)."""
         plan = self.plans[name]
         rows = None if plan.common_rows is None else (0, plan.common_rows)
-        base, models = self.load(name, rows, self.generators(name))
+        base, models = self.load(name, rows, self.generators(name), reuse=False)
         if self.spec.core == "lore" and self.params["include_base"]:
             models = [base] + models
         out = self.apply(name, base, models, self.core_params(name))
@@ -359,6 +368,24 @@ class Merger:
         atomic_write_json(tmp / "config.json", config)
 
 
+def keep_blocks_in_heap() -> None:
+    """Serve block-sized allocations from the heap and keep freed ones there (glibc; elsewhere a no-op).
+
+    By default glibc maps each multi-MB allocation fresh and unmaps it when freed, so every block's
+    temporaries would fault in new zeroed pages — about half the arithmetic time of a merge. With
+    allocations below 32 MiB (a block is 4 MiB) served from a heap that keeps up to 256 MiB free,
+    they reuse the same pages. Process-wide, and harmless after the merge: larger allocations are
+    still mapped and unmapped as before.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
+
+
 @contextmanager
 def torch_threads() -> Iterator[None]:
     """All cores for the tensor arithmetic, unless the user capped threads (OMP_NUM_THREADS)."""
@@ -374,6 +401,7 @@ def torch_threads() -> Iterator[None]:
 def merge(cfg: MergeConfig) -> Path:
     """Merge the checkpoints of ``cfg`` into ``cfg.out``; returns the output directory."""
     cfg.validate()
+    keep_blocks_in_heap()
     m = Merger(cfg)
     hasher = ThreadPoolExecutor(1, thread_name_prefix="l2s-hash")
     try:

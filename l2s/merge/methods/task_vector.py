@@ -57,10 +57,13 @@ def kth_smallest(x: torch.Tensor, k: int) -> torch.Tensor:
     lo = torch.kthvalue(sample, max(1, int(pos - margin))).values
     hi = torch.kthvalue(sample, min(m, int(pos + margin) + 1)).values
     below, inside = 0, []
+    ge, le = torch.empty(SELECT_BLOCK, dtype=torch.bool), torch.empty(SELECT_BLOCK, dtype=torch.bool)
     for block in flat.split(SELECT_BLOCK):
-        ge = block >= lo
-        below += block.numel() - int(torch.count_nonzero(ge))
-        inside.append(block[ge.logical_and_(block <= hi)])
+        n_block = block.numel()
+        in_band = torch.ge(block, lo, out=ge[:n_block])
+        below += n_block - int(torch.count_nonzero(in_band))
+        in_band.logical_and_(torch.le(block, hi, out=le[:n_block]))
+        inside.append(block[in_band])
     band = torch.cat(inside)
     if not below < k <= below + band.numel():
         return torch.kthvalue(flat, k).values
