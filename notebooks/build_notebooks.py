@@ -45,9 +45,9 @@ length (DeepSeek-R1-Distill-Qwen). Ada-R1 (Luo et al. 2025) adds a **short-CoT**
 fine-tuned on short solutions.
 
 On a CPU we use the *toy world* (`l2s.toy`): tiny Qwen2 models trained on a shell game whose
-difficulty levels 1-5 play the role of MATH levels. The quick model answers directly, the slow one
-writes a chain of thought and then double-checks it (“Wait, let me double-check”), the short one
-writes a one-line sketch. On a GPU box the same notebook only records the real checkpoints' hub ids
+difficulty levels 1-5 play the role of MATH levels. The quick model glances at the first round and
+answers, the slow one tracks every round and then double-checks it (“Wait, let me double-check”), the
+short one tracks only the first four rounds — exact on easy problems, a guess on hard ones. On a GPU box the same notebook only records the real checkpoints' hub ids
 or paths. Either way this step writes `models.json`, which every later step reads.
 """),
         parameters("""
