@@ -184,6 +184,28 @@ def test_same_seed_same_bytes_and_order_independent_masks(ckpts, tmp_path):
     assert torch.equal(m.tensor(name), sa[name])
 
 
+def test_input_fingerprints_sampled_and_full(ckpts, tmp_path):
+    import shutil
+
+    from l2s.merge.checkpoint import shard_fingerprint
+    from l2s.provenance import file_sha256
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ckpts["m1"], copy)
+    shard = sorted(copy.glob("*.safetensors"))[0]
+    same, kind = shard_fingerprint(shard)
+    assert same == shard_fingerprint(Path(ckpts["m1"]) / shard.name)[0] and "windows" in kind
+    assert shard_fingerprint(shard, "full") == (file_sha256(shard), "sha256")
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # the last byte lies in the last sampled window
+    shard.write_bytes(bytes(data))
+    assert shard_fingerprint(shard)[0] != same
+    rec = json.loads((run(ckpts, tmp_path, "task_arithmetic", input_hash="full") / "l2s_merge.json").read_text())
+    assert rec["base"]["shard_hash"] == ["sha256"]
+    assert rec["base"]["shards"] == {p.name: file_sha256(p) for p in Path(ckpts["base"]).glob("*.safetensors")}
+    assert rec["outputs"] == {p.name: file_sha256(p) for p in (tmp_path / "out").glob("*.safetensors")}
+
+
 def test_output_is_a_loadable_hf_checkpoint(ckpts, tmp_path):
     out = run(ckpts, tmp_path, "ties", dtype="bfloat16")
     for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "l2s_merge.json"):
@@ -344,6 +366,12 @@ def test_rows_blocks_hashes_and_threads(ckpts, tmp_path, monkeypatch):
     w = ShardWriter(tmp_path / "w", [("a", torch.float32, (4, 2))], 10**6)
     with pytest.raises(RuntimeError, match="got 24 bytes, planned"):
         w.write("a", iter([torch.zeros(1, 2), torch.zeros(2, 2)]))
+    w.abort()
+    # an error of the writer thread reaches the caller
+    w = ShardWriter(tmp_path / "gone", [("a", torch.float32, (4, 2))], 10**6)
+    with pytest.raises(RuntimeError, match="writing .*gone"):
+        w.write("a", torch.zeros(4, 2))  # raised here or by close, whenever the thread failed
+        w.close()
     w.abort()
     # a hub cache file: its blob's name is its SHA-256
     data = b"weights"

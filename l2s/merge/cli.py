@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", dest="shard_size", help="maximum output shard size (default 5GB)")
     p.add_argument("--calibration", help="AIM / Sens-Merging calibration file(s), comma-separated")
     p.add_argument("--calibration-samples", dest="calibration_samples", type=int)
+    p.add_argument("--input-hash", dest="input_hash", choices=("sampled", "full"),
+                   help="fingerprint of local input shards in l2s_merge.json: sampled SHA-256 (default, "
+                        "milliseconds) or full SHA-256 (reads every byte)")
     p.set_defaults(func=run)
 
 
@@ -44,7 +47,7 @@ def config_from_args(args) -> "MergeConfig":  # noqa: F821
         if not isinstance(fields, dict):
             raise UserError(f"{args.config}: expected a mapping of MergeConfig fields")
     for key in ("method", "base", "models", "out", "overwrite", "seed", "dtype", "compute_dtype",
-                "tokenizer_source", "shard_size", "calibration", "calibration_samples"):
+                "tokenizer_source", "shard_size", "calibration", "calibration_samples", "input_hash"):
         value = getattr(args, key)
         if value is not None:
             fields[key] = value
