@@ -3,15 +3,20 @@
     python bench/merge_bench.py [--workdir /tmp/l2s_merge_bench] [--size 1gb|200mb|20mb] [--only TEXT] [--keep]
 
 Builds three random Qwen2 checkpoints of about 1 GB fp32 each (4 shards; the models are the base
-plus small random task vectors), then runs each merge as a separate process and reports its wall
-time and peak resident memory (``os.wait4``'s ru_maxrss):
+plus small random task vectors; ``--size 200mb``/``20mb`` for quick looks), then runs each merge as a
+separate process and reports its wall time and peak resident memory (``os.wait4``'s ru_maxrss; this
+process never imports torch, because a child's ru_maxrss starts from its parent's peak). Every run
+gets the same thread cap: this shell's OMP_NUM_THREADS, else all cores. A baseline row shows what
+``import torch`` alone costs.
 
 - l2s ``task_arithmetic``, ``ties`` (k=0.8) and ``dare+ties`` (p=0.3, k=0.8);
 - a naive merge that loads every model whole and merges flattened vectors, like the published code
   (MergeLM): task arithmetic and TIES with a whole-model TRIM;
-- mergekit (``mergekit-yaml``, ``normalize: false``, ``density = 1 - k``), installed by this script into
-  its own virtual environment under ``.cache/merge_bench/`` (ignored by git); if it cannot be
-  installed the table says so.
+- mergekit (``mergekit-yaml`` with its default options, ``normalize: false``, ``density = 1 - k``,
+  output shards of 75M parameters = 300 MB like the others), installed by this script into its own
+  virtual environment under ``.cache/merge_bench/`` (ignored by git); if it cannot be installed the
+  table says so. mergekit reads ``architectures`` from each config.json (``save_pretrained`` of a
+  model writes it; of a bare config it does not, hence the explicit field below).
 
 Goals of issue 4, in the same run: peak RSS <= 0.5x mergekit's and <= 0.25x naive; wall time <= 0.7x
 mergekit's for TA and <= 0.25x for TIES. Big files live under the work dir and are deleted at the end.
@@ -41,6 +46,7 @@ SIZES = {  # Qwen2 shapes: ≈1.08 GB fp32 (the issue's benchmark), ≈230 MB (p
                  num_attention_heads=4, num_key_value_heads=4),
 }
 N_SHARDS = 4
+MERGEKIT = "0.1.5"  # the version compared (pinned so that reruns compare the same thing)
 SHARD_BYTES = 300_000_000  # output shards of every tool: 300 MB (mergekit counts parameters: 75M fp32)
 
 NAIVE = textwrap.dedent('''
@@ -137,17 +143,17 @@ def measure(label: str, cmd: list[str], env=None) -> dict:
 
 
 def install_mergekit() -> tuple[Path | None, str]:
+    """mergekit in its own venv (kept under .cache/ for the next run); (mergekit-yaml, version or why not)."""
     venv = CACHE / "mergekit-venv"
-    exe = venv / "bin" / "mergekit-yaml"
-    if exe.is_file():
-        return exe, "cached"
+    exe, python = venv / "bin" / "mergekit-yaml", str(venv / "bin" / "python")
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-        subprocess.run(pip + ["torch==2.13.0"], check=True, timeout=900)  # first: the CPU build, not CUDA wheels
-        subprocess.run(pip + ["mergekit"], check=True, timeout=900)
-        return exe, subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "show", "mergekit"],
-                                   capture_output=True, text=True).stdout.split("Version:")[1].split()[0]
+        if not exe.is_file():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            pip = [python, "-m", "pip", "install", "-q"]
+            subprocess.run(pip + ["torch==2.13.0"], check=True, timeout=900)  # first: the CPU build, not CUDA wheels
+            subprocess.run(pip + [f"mergekit=={MERGEKIT}"], check=True, timeout=900)
+        show = subprocess.run([python, "-m", "pip", "show", "mergekit"], capture_output=True, text=True, check=True)
+        return exe, "mergekit " + show.stdout.split("Version:")[1].split()[0]
     except (subprocess.SubprocessError, OSError, IndexError) as e:
         shutil.rmtree(venv, ignore_errors=True)
         return None, f"mergekit could not be installed: {e}"
@@ -224,7 +230,7 @@ def main(argv=None) -> int:
 
 def report(rows: list[dict], mergekit: str) -> None:
     by = {r["run"]: r for r in rows}
-    print(f"\nmergekit: {mergekit}\n")
+    print(f"\n{mergekit}\n")
     print(f"| run | wall (s) | peak RSS (MB) |\n|---|---:|---:|")
     for r in rows:
         status = "" if r["ok"] else " FAILED: " + " / ".join(r["error"])[:300]
