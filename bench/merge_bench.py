@@ -128,7 +128,12 @@ def build(workdir: Path, size: str) -> dict[str, Path]:
 
 
 def measure(label: str, cmd: list[str], env=None) -> dict:
-    """Run ``cmd`` as its own process; wall time and peak RSS of that process."""
+    """Run ``cmd`` as its own process; wall time and peak RSS of that process.
+
+    Dirty pages left by earlier steps are flushed first (``os.sync``, not timed), so no run pays for
+    another's writeback; a run's own fsyncs (l2s syncs each shard it writes) count against it.
+    """
+    os.sync()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     err = proc.stderr.read()
@@ -193,7 +198,8 @@ def main(argv=None) -> int:
         # Every tool runs with the same thread cap: this shell's OMP_NUM_THREADS, else all cores.
         env = {**os.environ, "OMP_NUM_THREADS": threads}
         models = [paths["m1"], paths["m2"]]
-        runs: list[tuple[str, list[str] | None]] = [("baseline: python -c 'import torch'", [sys.executable, "-c", "import torch"])]
+        runs: list[tuple[str, list[str] | None]] = [
+            ("baseline: python -c 'import torch'", [sys.executable, "-c", "import torch"])]
         l2s = [sys.executable, "-m", "l2s", "merge", "--base", str(paths["base"]),
                "--models", ",".join(map(str, models)), "--shard-size", str(SHARD_BYTES)]
         for label, extra in [("l2s task_arithmetic", ["--method", "task_arithmetic", "--param", "alpha=1.0"]),
@@ -202,8 +208,9 @@ def main(argv=None) -> int:
             runs.append((label, l2s + extra + ["--out", str(work / label.split()[1])]))
         (work / "naive.py").write_text(NAIVE)
         for method in ("task_arithmetic", "ties"):
-            runs.append((f"naive full-load {method}", [sys.executable, str(work / "naive.py"), method, str(paths["base"]),
-                                                        str(work / f"naive-{method}"), *map(str, models)]))
+            runs.append((f"naive full-load {method}", [sys.executable, str(work / "naive.py"), method,
+                                                        str(paths["base"]), str(work / f"naive-{method}"),
+                                                        *map(str, models)]))
         wanted = lambda label: not args.only or args.only in label  # noqa: E731
         mk_methods = [m for m in ("task_arithmetic", "ties", "dare_ties") if wanted(f"mergekit {m}")]
         if mk_methods and not args.no_mergekit:
