@@ -90,6 +90,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU toy world (tiny Qwen2, ~100-token responses). Plain DPO at lr 5e-5 barely moves such a model
     # in a few hundred steps and at 5e-4 it shortens answers by unlearning them; the NLL term on the
     # chosen responses (rpo_alpha) keeps them likely while the DPO term moves mass off the rejected ones.
+    # Measured on toy-s (α 0.8 merge, K 12, 500 train problems, 2000 bi-level pairs, 252 steps, ~50 s;
+    # test split, vs the long model): this preset 99.1% acc (-0.9 pt), -27.7% tokens, long-CoT ratio
+    # 0/0/0/100/100% by level; plain DPO (rpo_alpha None) 63.5% / -35.9%; plain DPO at 5e-4 48.9% /
+    # -35.6%; this preset at lr 5e-5 78.3% / -20.7% (under-trained: mixed styles at levels 1-3).
     "toy": dict(beta=0.1, rpo_alpha=1.0, learning_rate=1e-4, num_train_epochs=2.0, effective_batch_size=16,
                 per_device_train_batch_size=16, max_length=512, lr_scheduler_type="cosine", warmup=0.1,
                 bf16=False, gradient_checkpointing=False, logging_steps=5),
