@@ -194,3 +194,17 @@ def test_sample_cli_with_config_file(env, tmp_path, capsys):
     assert "--long is required" in capsys.readouterr().err
     assert main(["sample", "--long", "a", "--short", "b", "--out", str(tmp_path / "t"), "--k", "0"]) == 2
     assert "k (samples per problem)" in capsys.readouterr().err
+
+
+def test_same_config_elsewhere_gives_the_same_bytes_and_reuses_cached_models(env, result, monkeypatch):
+    monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+    other = env["root"] / "again"
+    twin = run_adar1(_config(env, other))
+    assert twin["merged"] == result["merged"] and twin["models"] == result["models"]
+    assert {k for k, v in twin["stages"].items() if v == "skipped"} == {"merge", "train-bilevel", "train-sft"}
+    first = env["root"] / "run"
+    for name in ("sample-long", "sample-short", "pairs-bilevel", "pairs-sft", "eval-long", "eval-merge",
+                 "eval-bilevel", "eval-sft"):
+        for f in ("generations.jsonl", "pairs.jsonl", "metrics.json", "problems.csv"):
+            if (first / name / f).is_file():
+                assert (other / name / f).read_bytes() == (first / name / f).read_bytes(), f"{name}/{f}"
