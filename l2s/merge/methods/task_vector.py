@@ -2,7 +2,8 @@
 
 Trimming selects the k-th smallest magnitude (:func:`kth_smallest`: a sampled bracket, then
 ``kthvalue`` on the few entries inside it) rather than sorting: on CPU a full argsort of a large
-weight matrix is several times slower, and a plain ``kthvalue`` of all entries about ten times.
+weight matrix is several times slower, and so is a plain ``kthvalue`` of all entries (~20 ns per
+entry here, against ~4 for the bracket).
 The functions allocate as few tensor-sized temporaries as the formula allows (in-place updates of
 their own intermediates); the results are those of the formulas, bit for bit.
 """
