@@ -69,9 +69,11 @@ def _losses(ckpt: Path) -> list[float]:
 
 
 def _generates(ckpt: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    model, tok = AutoModelForCausalLM.from_pretrained(ckpt), AutoTokenizer.from_pretrained(ckpt)
+    from l2s.tokenizers import load_tokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(ckpt), load_tokenizer(ckpt)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Where is the ball ?"}], return_tensors="pt",
                                      add_generation_prompt=True, return_dict=True)
     out = model.generate(**prompt, max_new_tokens=5, do_sample=False)

@@ -128,9 +128,9 @@ def test_resume_after_interrupted_run(tiny_model, tmp_path):
 
 
 def test_prompts(tiny_model):
-    from transformers import AutoTokenizer
+    from l2s.tokenizers import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok = load_tokenizer(tiny_model)
     p = build_prompt("qwen25-math-cot", "What is 1+1?", tok)
     assert p == (f"<|im_start|>system\n{QWEN25_MATH_SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 1+1?<|im_end|>\n"
                  "<|im_start|>assistant\n")

@@ -12,6 +12,7 @@ from l2s import cli
 from l2s.merge import METHODS, MergeConfig, merge
 from l2s.merge.executor import Merger, dare_generator
 from l2s.merge.methods.task_vector import dare
+from l2s.tokenizers import load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
@@ -217,7 +218,7 @@ def test_output_is_a_loadable_hf_checkpoint(ckpts, tmp_path):
     assert record["models"][0]["config_sha256"] and set(record["outputs"]) == {p.name for p in out.glob("*.safetensors")}
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
-    tok = transformers.AutoTokenizer.from_pretrained(out)
+    tok = load_tokenizer(out)
     ids = tok.apply_chat_template([{"role": "user", "content": "Where is the ball ?"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
     gen = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -8,6 +8,7 @@ import torch
 
 from l2s.merge import MergeConfig, calibration, merge
 from l2s.merge.methods.activation import aim_importance
+from l2s.tokenizers import load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 from test_merge import qwen2, save, state  # noqa: E402
@@ -31,7 +32,7 @@ def test_activation_scales_are_summed_mean_abs_inputs(world):
     assert "lm_head.weight" in scales and not any("embed" in k for k in scales)
     # the first layer norm sees the token embeddings: s = Σ_texts mean_tokens |E[ids]|
     model = transformers.AutoModelForCausalLM.from_pretrained(paths["base"])
-    tok = transformers.AutoTokenizer.from_pretrained(paths["base"])
+    tok = load_tokenizer(paths["base"])
     want = sum(model.model.embed_tokens.weight[tok(t, add_special_tokens=False).input_ids].abs().mean(0) for t in TEXTS)
     assert torch.allclose(scales["model.layers.0.input_layernorm.weight"], want.detach(), atol=1e-6)
 

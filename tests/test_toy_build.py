@@ -17,7 +17,9 @@ def micro_family(tmp_path_factory):
 
 
 def test_micro_family_is_built_cached_and_loads(micro_family, tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from l2s.tokenizers import load_tokenizer
 
     cache, dirs = micro_family
     assert set(dirs) == {"quick", "slow", "short"}
@@ -34,7 +36,9 @@ def test_micro_family_is_built_cached_and_loads(micro_family, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(dirs["slow"])
     assert type(model).__name__ == "Qwen2ForCausalLM"
-    tok = AutoTokenizer.from_pretrained(dirs["slow"])
+    tok = load_tokenizer(dirs["slow"])
+    text = task.solution(task.sample_problem(__import__("random").Random(3), 5), "long")
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text  # the saved word-level tokenizer
     prompt = tok.apply_chat_template(prompt_messages(task.sample_problem(__import__("random").Random(0), 3).text()),
                                      add_generation_prompt=True, tokenize=False)
     enc = tok([prompt, prompt], return_tensors="pt", add_special_tokens=False)
@@ -78,3 +82,25 @@ def test_unknown_size_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown toy size"):
         family.get_size("xxl")
     assert family.DEFAULT_SIZE in family.SIZES and torch.__version__.startswith("2.13")
+
+
+def test_every_l2s_loader_reads_toy_checkpoints_as_saved(micro_family):
+    """transformers 5 turns any Qwen2 tokenizer into a byte-level BPE; l2s must load the saved one."""
+    from l2s.eval.backends.hf import HFBackend
+    from l2s.tokenizers import saved_tokenizer_model
+
+    _, dirs = micro_family
+    assert saved_tokenizer_model(dirs["quick"]) == "WordLevel"
+    backend = HFBackend(str(dirs["quick"]), batch_size=2)
+    text = task.solution(task.sample_problem(__import__("random").Random(4), 4), "long")
+    assert backend.tokenizer.decode(backend.tokenizer(text, add_special_tokens=False).input_ids) == text
+    assert backend.tokenizer.unk_token_id not in backend.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def test_corrupt_tokenizer_file_is_a_clear_error(tmp_path):
+    from l2s.tokenizers import saved_tokenizer_model
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        saved_tokenizer_model(tmp_path)
+    assert saved_tokenizer_model(tmp_path / "missing") is None

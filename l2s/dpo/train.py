@@ -111,9 +111,10 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
           overwrite: bool = False) -> Path:
     """Train ``model_path`` on the pairs in ``pairs_dir``; the checkpoint appears at ``out``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from l2s.provenance import file_sha256, provenance
+    from l2s.tokenizers import load_tokenizer
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -126,7 +127,7 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
     config.gradient_accumulation_steps(int(os.environ.get("WORLD_SIZE", "1")))  # fail before loading a model
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = load_tokenizer(model_path)
     except OSError as e:
         raise FileNotFoundError(f"cannot load the tokenizer of model {model_path}: {e}") from e
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if config.bf16 else torch.float32)

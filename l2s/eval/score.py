@@ -39,7 +39,7 @@ def _gold_lookup(rows: list[dict], data_dir: str | None, path: str) -> dict:
 
 
 def score_responses(cfg: ScoreConfig, progress: bool = True) -> Path:
-    from transformers import AutoTokenizer
+    from l2s.tokenizers import load_tokenizer
 
     rows = io.read_jsonl(cfg.responses)
     if not rows:
@@ -61,7 +61,7 @@ def score_responses(cfg: ScoreConfig, progress: bool = True) -> Path:
         base.append({"id": str(r.get("id", i - 1)), "dataset": r.get("dataset", cfg.dataset),
                      "level": int(level) if level is not None else None, "sample": int(r.get("sample", 0)),
                      "prompt": r.get("prompt"), "answer": str(r["answer"]) if "answer" in r else ref["answer"]})
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer)
     responses = [r["response"] for r in rows]
     n_tokens = count_tokens(tok, responses)
     truncated = [bool(r["truncated"]) if "truncated" in r else

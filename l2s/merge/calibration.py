@@ -66,10 +66,12 @@ def _device() -> str:
 
 
 def _load(path: Path, dtype=torch.float32):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from l2s.tokenizers import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(_device()).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, load_tokenizer(path)
 
 
 def _encode(tokenizer, text: str, max_tokens: int) -> torch.Tensor:
@@ -165,9 +167,9 @@ def aim_stats(out, base_path: Path, base_hash: str, calibration: str, n: int, ma
 
 
 def _tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from l2s.tokenizers import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return load_tokenizer(path)
 
 
 def sens_stats(out, paths: list[Path], hashes: list[str], calibration: list[str], n: int, max_tokens: int,
