@@ -104,3 +104,22 @@ def test_corrupt_tokenizer_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="tokenizer.json"):
         saved_tokenizer_model(tmp_path)
     assert saved_tokenizer_model(tmp_path / "missing") is None
+
+
+def test_stage_examples_are_seeded_level_balanced_and_follow_the_curriculum():
+    from l2s.toy.train import stage_examples
+
+    tok = build_tokenizer()
+    rows = task.make_splits({"train": 30}, seed=0)["train"]
+    problems = [task.problem_from_row(r) for r in rows]
+    stage = family.Stage({"direct": 0.5, "terse": 0.5}, steps=20, lr=1e-3, batch_size=8, easy_first=0.5)
+    a, b = stage_examples(tok, problems, stage, seed=1), stage_examples(tok, problems, stage, seed=1)
+    assert a == b and len(a) == 160
+
+    def level(ex):
+        prompt = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab == -100]
+        n_moves = sum(t in task.MOVES for t in tok.convert_ids_to_tokens(prompt))
+        return next(lv for lv, k in task.SWAPS_PER_LEVEL.items() if k == n_moves)
+
+    assert {level(ex) for ex in a[:80]} <= {1, 2}
+    assert {level(ex) for ex in a[80:]} == {1, 2, 3, 4, 5}

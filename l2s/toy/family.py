@@ -97,9 +97,4 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def size_dict(size: ToySize) -> dict:
-    return asdict(size)
-
-
-__all__ = ["ToySize", "Stage", "Recipe", "SIZES", "RECIPES", "DEFAULT_SIZE", "get_size", "get_recipe",
-           "size_dict"]
+__all__ = ["ToySize", "Stage", "Recipe", "SIZES", "RECIPES", "DEFAULT_SIZE", "get_size", "get_recipe"]

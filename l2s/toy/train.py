@@ -31,9 +31,9 @@ def stage_examples(tokenizer, problems: list[task.Problem], stage: Stage, seed: 
 
     Each example: a level drawn uniformly (level 1 has only a few hundred problems and would otherwise be
     under 1% of the data), then the next problem of that level in shuffled order, then a style by
-    ``stage.styles`` weights. Curriculum: the first ``stage.easy_first`` of the steps draw only from levels
-    up to ``stage.easy_max_level`` (easy levels first: a quick model trained on all levels at once settles
-    on "the ball stays where it started", right 75% of the time at level 1 and learns nothing more).
+    ``stage.styles`` weights. Optional curriculum (easy levels first): the first ``stage.easy_first`` of the
+    steps draw only from levels up to ``stage.easy_max_level``. The default recipes do not use it: with
+    the one-glance System-1 answer of :func:`l2s.toy.task.solution` the quick model learns level 1 without.
     """
     rng = random.Random(seed)
     styles, weights = zip(*sorted(stage.styles.items()))
