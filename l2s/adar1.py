@@ -242,7 +242,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     if cfg.eval_limit is not None:
         data_dir = balanced_data_dir(cfg.eval_datasets, cfg.eval_split, cfg.data_dir, out / "data")
     evals: dict[str, tuple[Path | str, dict]] = {
-        "long": (cfg.long_model, {"role": "baseline", "method": "long"}),
+        "long": (cfg.long_model, {"role": "reference", "method": "long"}),
         "merge": (merged, {"role": "merged", "method": "linear", "params": {"alpha": cfg.alpha}}),
         **{v: (models[v], {"role": "adar1", "method": v}) for v in cfg.variants}}
     eval_runs = {}

@@ -87,7 +87,7 @@ def test_pipeline_runs_every_stage_and_wires_them(env, result):
         assert card["pairs"]["path"] == str(result["pairs"][variant]) and card["config"]["preset"] == "toy"
 
     # evaluation: greedy on the test split, tagged for the figures
-    want = {"long": ({"role": "baseline", "method": "long"}, env["family"]["slow"]),
+    want = {"long": ({"role": "reference", "method": "long"}, env["family"]["slow"]),
             "merge": ({"role": "merged", "method": "linear", "params": {"alpha": 0.8}}, merged),
             "bilevel": ({"role": "adar1", "method": "bilevel"}, result["models"]["bilevel"]),
             "sft": ({"role": "adar1", "method": "sft"}, result["models"]["sft"])}

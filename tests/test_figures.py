@@ -188,3 +188,19 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "f" / "difficulty.png").is_file()
     assert str(tmp_path / "f" / "difficulty.csv") in capsys.readouterr().out
     assert main(["figures", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "f")]) == 2
+
+
+def test_reference_runs_are_read_but_not_plotted(tmp_path):
+    """A run tagged role "reference" (Ada-R1's re-evaluation of the slow model) is not a series."""
+    import json
+
+    from l2s.figures.runs import load_runs
+
+    metrics = {"n": 2, "accuracy": 1.0, "mean_tokens": 10.0, "median_tokens": 10.0, "reflective_ratio": 1.0,
+               "keyword_hits": 1.0, "truncated": 0, "by_level": {}}
+    for name, role in (("slow", "slow"), ("adar1-long", "reference")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"tags": {"size": "toy-s", "role": role, "method": "long"}}))
+        (run / "metrics.json").write_text(json.dumps({"datasets": {"toy": metrics}}))
+    assert load_runs(tmp_path).datasets["run"].tolist() == ["slow"]

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("n", "accuracy", "mean_tokens", "median_tokens", "reflective_ratio", "keyword_hits", "truncated")
 ROLE_ORDER = ("quick", "slow", "short", "merged", "dpo", "adar1", "baseline")
+# Runs tagged with this role re-evaluate a model that has its own run (Ada-R1's ``eval-long`` is the
+# slow model again, kept for the Ada-R1 run's summary): they are read by their owners, not plotted.
+REFERENCE_ROLE = "reference"
 SINGLE_MODEL_ROLES = ("quick", "slow", "short")
 _SIZE_SUFFIXES = ("xxs", "xs", "s", "m", "l", "xl", "xxl")
 
@@ -119,6 +122,9 @@ def load_runs(runs_dir: str | Path) -> Runs:
         if not isinstance(metrics.get("datasets"), dict):
             raise ValueError(f"{metrics_path}: missing the 'datasets' mapping")
         role, method = str(tags["role"]), tags.get("method")
+        if role == REFERENCE_ROLE:
+            log.info("figures: skipping %s (role %r: a re-evaluation of a model another run plots)", run, role)
+            continue
         key = series_key(role, method)
         base = {"run": run.relative_to(runs_dir).as_posix(), "size": str(tags["size"]), "role": role, "method": key,
                 "method_label": series_label(role, method), "params": params_text(tags.get("params")),

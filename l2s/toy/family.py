@@ -79,7 +79,7 @@ RECIPES = {
                     n_train_per_level=50),
     "s": Recipe(quick=Stage(_quick_mix, steps=1000, lr=3e-3), slow=Stage({"long": 1.0}, steps=500, lr=5e-4),
                 short=Stage({"short": 1.0}, steps=200, lr=5e-4)),
-    "m": Recipe(quick=Stage(_quick_mix, steps=800, lr=3e-3), slow=Stage({"long": 1.0}, steps=300, lr=5e-4),
+    "m": Recipe(quick=Stage(_quick_mix, steps=800, lr=3e-3), slow=Stage({"long": 1.0}, steps=500, lr=5e-4),
                 short=Stage({"short": 1.0}, steps=150, lr=5e-4)),
     "l": Recipe(quick=Stage(_quick_mix, steps=600, lr=2e-3), slow=Stage({"long": 1.0}, steps=250, lr=3e-4),
                 short=Stage({"short": 1.0}, steps=100, lr=3e-4)),
