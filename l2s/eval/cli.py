@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int)
     e.add_argument("--backend", choices=["auto", "vllm", "hf"])
     e.add_argument("--batch-size", type=int, help="hf backend batch size")
-    e.add_argument("--tensor-parallel-size", type=int)
+    e.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per model")
+    e.add_argument("--data-parallel-size", type=int,
+                   help="vllm: worker processes, each on its own --tensor-parallel-size GPUs (default 1)")
     e.add_argument("--dtype")
     e.add_argument("--out", help="run directory, e.g. runs/NAME (rerun to resume)")
     e.add_argument("--config", type=Path, help="JSON or YAML file of EvalConfig fields; flags override it")
@@ -93,7 +95,8 @@ def eval_config_from_args(args):
     for flag, key in [("model", "model"), ("datasets", "datasets"), ("data_dir", "data_dir"), ("split", "split"),
                       ("prompt", "prompt"), ("exemplars", "exemplars"), ("tokenizer", "tokenizer"),
                       ("backend", "backend"), ("batch_size", "batch_size"),
-                      ("tensor_parallel_size", "tensor_parallel_size"), ("dtype", "dtype"), ("out", "out"),
+                      ("tensor_parallel_size", "tensor_parallel_size"),
+                      ("data_parallel_size", "data_parallel_size"), ("dtype", "dtype"), ("out", "out"),
                       ("limit", "limit")]:
         if getattr(args, flag) is not None:
             d[key] = getattr(args, flag)

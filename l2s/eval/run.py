@@ -48,6 +48,7 @@ class EvalConfig:
     backend: str = "auto"
     batch_size: int = 16
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1  # vllm: worker processes, each on tensor_parallel_size GPUs
     dtype: str = "auto"
     tags: dict = field(default_factory=dict)
 
@@ -63,6 +64,11 @@ class EvalConfig:
             self.grading = GradeConfig(**self.grading)
         if self.prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {self.prompt!r}; expected one of {', '.join(PROMPTS)}")
+        for name in ("batch_size", "tensor_parallel_size", "data_parallel_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.data_parallel_size > 1 and self.backend == "hf":
+            raise ValueError("data_parallel_size > 1 needs the vllm backend (hf generates in one process)")
         if self.prompt == "cot" and not self.sampling.stop:
             self.sampling = SamplingConfig.from_dict({**self.sampling.to_dict(), "stop": list(COT_STOP)})
 
@@ -82,7 +88,7 @@ class EvalConfig:
     def outputs_key(self) -> dict:
         """The part of the config that decides outputs (everything but where they go and the tags)."""
         d = self.to_dict()
-        for k in ("out", "tags"):
+        for k in ("out", "tags", "data_parallel_size"):  # requests are seeded per key: N does not change outputs
             d.pop(k)
         d["grading"].pop("workers")
         return d
@@ -159,7 +165,8 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
                     try:
                         backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
                                                batch_size=cfg.batch_size, dtype=cfg.dtype,
-                                               tensor_parallel_size=cfg.tensor_parallel_size)
+                                               tensor_parallel_size=cfg.tensor_parallel_size,
+                                               data_parallel_size=cfg.data_parallel_size)
                     except OSError as e:
                         raise FileNotFoundError(f"cannot load model {cfg.model!r}: {e}") from e
                 _generate(cfg, backend, grader, pending, gen_path, progress)

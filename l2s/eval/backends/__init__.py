@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 from l2s.eval.backends.base import Backend, Generation, Request
@@ -28,9 +29,21 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def make_backend(name: str, model: str, tokenizer: str | None = None, **kwargs) -> Backend:
-    """``kwargs``: batch_size, dtype, device (hf); tensor_parallel_size, dtype, gpu_memory_utilization (vllm)."""
+def make_backend(name: str, model: str, tokenizer: str | None = None, data_parallel_size: int = 1,
+                 **kwargs) -> Backend:
+    """``kwargs``: batch_size, dtype, device (hf); tensor_parallel_size, dtype, gpu_memory_utilization (vllm).
+    ``data_parallel_size`` N > 1 (vllm only): N worker processes, each a VLLMBackend on its own
+    ``tensor_parallel_size`` GPUs (:class:`~l2s.eval.backends.parallel.DataParallelBackend`)."""
     name = resolve_backend(name)
+    if data_parallel_size != 1:
+        from l2s.eval.backends.parallel import DataParallelBackend, gpu_groups
+        from l2s.tokenizers import load_tokenizer
+
+        if name != "vllm":
+            raise ValueError(f"data_parallel_size {data_parallel_size} needs the vllm backend, got {name!r}")
+        devices = gpu_groups(data_parallel_size, kwargs.get("tensor_parallel_size", 1))
+        factory = functools.partial(make_backend, "vllm", model, tokenizer, **kwargs)
+        return DataParallelBackend(factory, data_parallel_size, devices, tokenizer=load_tokenizer(tokenizer or model))
     if name == "vllm":
         from l2s.eval.backends.vllm import VLLMBackend
 
