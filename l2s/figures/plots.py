@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from l2s.figures.style import new_figure, series_styles, style
+from l2s.figures.style import _HATCHES, new_figure, series_styles, style
 from l2s.figures.tables import MEASURED
 from l2s.reference import method_label
 
@@ -29,10 +29,25 @@ def _title(panel: str, width: int = 60) -> str:
     return "\n".join(textwrap.wrap(panel, width))
 
 
+# Series that share a colour (labels of one method) differ by hatch in bars and by marker in lines.
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _marker(hatch: str) -> str:
+    return _MARKERS[_HATCHES.index(hatch) % len(_MARKERS)] if hatch in _HATCHES else "o"
+
+
+def _fit_ncols(fig: Figure, labels: list[str], ncols: int) -> int:
+    """At most ``ncols`` legend columns, fewer when long labels would run off the figure's edges
+    (about 15 characters per inch at the legend's 8 pt, plus the handle)."""
+    widest = max((len(lab) for lab in labels), default=1) + 8
+    return max(1, min(ncols, int(fig.get_figwidth() * 15 // widest)))
+
+
 def _legend(fig: Figure, styles: dict[str, tuple[str, str]], labels: list[str], ncols: int = 4) -> None:
     handles = [Patch(facecolor=styles[lab][0], hatch=styles[lab][1], edgecolor="white", label=lab)
                for lab in labels]
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=_fit_ncols(fig, labels, ncols), frameon=False)
 
 
 def _hbars(ax, rows: pd.DataFrame, column: str, styles, fmt: str) -> None:
@@ -123,7 +138,7 @@ def _lines(ax, rows: pd.DataFrame, column: str, styles, linestyle: str = "-") ->
         if np.isnan(vals).all():
             continue
         color, hatch = styles[lab]
-        ax.plot(r["level"], vals, marker="o", ms=4, lw=1.6, color=color,
+        ax.plot(r["level"], vals, marker=_marker(hatch), ms=4, lw=1.6, color=color,
                 ls="--" if hatch else linestyle)
     levels = sorted(rows["level"].unique())
     ax.set_xticks(levels)
@@ -131,9 +146,9 @@ def _lines(ax, rows: pd.DataFrame, column: str, styles, linestyle: str = "-") ->
 
 
 def _line_legend(fig: Figure, styles, labels, ncols: int = 5) -> None:
-    handles = [Line2D([], [], color=styles[lab][0], ls="--" if styles[lab][1] else "-", marker="o", ms=4,
-                      label=lab) for lab in labels]
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+    handles = [Line2D([], [], color=styles[lab][0], ls="--" if styles[lab][1] else "-", marker=_marker(styles[lab][1]),
+                      ms=4, label=lab) for lab in labels]
+    fig.legend(handles=handles, loc="outside lower center", ncols=_fit_ncols(fig, labels, ncols), frameon=False)
 
 
 def difficulty(table: pd.DataFrame) -> Figure:
