@@ -201,7 +201,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     ``stages`` (stage -> "ran" or "skipped" in this call)."""
     from l2s.dpo.config import preset_config
     from l2s.dpo.train import train
-    from l2s.merge import MergeConfig, merge
+    from l2s.merge import MergeConfig, already_merged, merge
     from l2s.prefs import PairsConfig, write_pairs
     from l2s.prefs.sample import SampleConfig, balanced_data_dir, sample
     from l2s.provenance import provenance
@@ -213,9 +213,9 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     io.atomic_write_json(out / RECORD, record)
 
     merged = merged_path(cfg)
-    _stage(record, actions, "merge", (merged / "l2s_merge.json").is_file(), lambda: merge(MergeConfig(
-        method="linear", models=[cfg.long_model, cfg.short_model], params={"alpha": cfg.alpha},
-        out=str(merged), seed=cfg.seed)))
+    merge_cfg = MergeConfig(method="linear", models=[cfg.long_model, cfg.short_model], params={"alpha": cfg.alpha},
+                            out=str(merged), seed=cfg.seed, overwrite=True)
+    _stage(record, actions, "merge", already_merged(merge_cfg), lambda: merge(merge_cfg))
     record["models"]["merged"] = str(merged)
 
     scfg = SampleConfig(long_model=cfg.long_model, short_model=cfg.short_model, out=str(out),

@@ -160,7 +160,7 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
     """Merge the models of ``models_run`` with ``method``/``params`` into ``cache_dir()/merged/<name>``
     (reused when it already holds this very merge) and write ``run_dir/merge.json``:
     ``{size, method, figure_method, params, path, models_run, l2s_merge}`` — never weights."""
-    from l2s.merge import MergeConfig, merge
+    from l2s.merge import MergeConfig, already_merged, merge
 
     models = read_models(models_run)
     params = dict(params or {})
@@ -169,7 +169,7 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
     name = name or Path(run_dir).name
     out = paths.cache_dir() / "merged" / f"{name}-{config_hash(fields)}"
     cfg = MergeConfig(out=str(out), overwrite=True, **fields)
-    if (out / "l2s_merge.json").is_file() and _same_merge(io.read_json(out / "l2s_merge.json"), cfg):
+    if already_merged(cfg):
         log.info("merge %s: reusing %s", method, out)
     else:
         merge(cfg)
@@ -179,11 +179,6 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(Path(run_dir) / MERGE, record)
     return record
-
-
-def _same_merge(record: dict, cfg) -> bool:
-    old = {k: v for k, v in (record.get("config") or {}).items() if k != "overwrite"}
-    return old == {k: v for k, v in cfg.to_dict().items() if k != "overwrite"}
 
 
 def figure_method(method: str) -> str:

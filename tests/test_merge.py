@@ -392,3 +392,16 @@ def test_rows_blocks_hashes_and_threads(ckpts, tmp_path, monkeypatch):
     with torch_threads():
         assert torch.get_num_threads() == max(before, os.cpu_count())
     assert torch.get_num_threads() == before
+
+
+def test_already_merged_recognises_the_same_merge_only(ckpts, tmp_path):
+    from l2s.merge import MergeConfig, already_merged, merge
+
+    cfg = MergeConfig(method="task_arithmetic", base=str(ckpts["base"]), models=[str(ckpts["m1"])],
+                      params={"alpha": 0.5}, out=str(tmp_path / "ta"), dtype="float32")
+    assert not already_merged(cfg)
+    merge(cfg)
+    assert already_merged(cfg)
+    again = MergeConfig(**{**cfg.to_dict(), "overwrite": True})
+    assert already_merged(again)
+    assert not already_merged(MergeConfig(**{**cfg.to_dict(), "params": {"alpha": 0.6}}))

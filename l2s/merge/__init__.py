@@ -12,7 +12,8 @@ does not import torch.
 from importlib import import_module
 
 _EXPORTS = {"METHODS": "l2s.merge.methods", "MergeConfig": "l2s.merge.config", "parse_method": "l2s.merge.config",
-            "merge": "l2s.merge.executor"}
+            "merge": "l2s.merge.executor",
+            "already_merged": "l2s.merge.executor"}
 __all__ = sorted(_EXPORTS)
 
 

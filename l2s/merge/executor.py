@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from l2s import __version__
-from l2s.io import atomic_output_dir, atomic_write_json
+from l2s.io import atomic_output_dir, atomic_write_json, read_json
 from l2s.merge import calibration
 from l2s.merge.checkpoint import Checkpoint, ShardWriter, resolve, shard_fingerprint, shard_sha256
 from l2s.merge.config import MergeConfig, parse_size
@@ -396,6 +396,16 @@ def torch_threads() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def already_merged(cfg: MergeConfig) -> bool:
+    """Whether ``cfg.out`` already holds this very merge: its ``l2s_merge.json`` records the same config
+    (``overwrite`` aside). Callers that keep merges in a cache reuse them on that condition."""
+    record = Path(cfg.out) / "l2s_merge.json"
+    if not record.is_file():
+        return False
+    old = {k: v for k, v in (read_json(record).get("config") or {}).items() if k != "overwrite"}
+    return old == {k: v for k, v in cfg.to_dict().items() if k != "overwrite"}
 
 
 def merge(cfg: MergeConfig) -> Path:
