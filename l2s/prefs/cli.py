@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 
@@ -38,13 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pairs(args) -> int:
     from l2s.prefs.build import write_pairs
-    from l2s.prefs.config import PairsConfig, config_from_mapping, read_config_file
+    from l2s.prefs.config import PairsConfig, config_from_mapping, options_from_args
 
-    options = read_config_file(args.config) if args.config else {}
-    for f in dataclasses.fields(PairsConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            options[f.name] = value
+    options = options_from_args(PairsConfig, args)
     config = config_from_mapping(PairsConfig, options, str(args.config or "options"))
     out = write_pairs(args.out, args.long, args.short, config, problems_file=args.problems,
                       overwrite=args.overwrite)

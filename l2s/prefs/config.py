@@ -98,6 +98,17 @@ def config_from_mapping(cls: type, mapping: dict[str, Any], source: str = "confi
     return cls(**{k: _check_type(cls, k, v, source) for k, v in mapping.items()})
 
 
+def options_from_args(cls: type, args) -> dict[str, Any]:
+    """The options of ``--config FILE`` (if given), overridden by every command-line flag named after a
+    field of dataclass ``cls`` that was set (not None)."""
+    options = read_config_file(args.config) if getattr(args, "config", None) else {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            options[f.name] = value
+    return options
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML mapping (by extension)."""
     path = Path(path)

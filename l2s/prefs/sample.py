@@ -155,13 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sample(args) -> int:
     from l2s.cli import UserError
-    from l2s.prefs.config import config_from_mapping, read_config_file
+    from l2s.prefs.config import config_from_mapping, options_from_args
 
-    options = read_config_file(args.config) if args.config else {}
-    for f in dataclasses.fields(SampleConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            options[f.name] = value
+    options = options_from_args(SampleConfig, args)
     for required in ("long_model", "short_model", "out"):
         if not options.get(required):
             flag = {"long_model": "--long", "short_model": "--short", "out": "--out"}[required]
