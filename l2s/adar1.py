@@ -2,16 +2,22 @@
 
 1. merge the long- and short-CoT models linearly, θ_M = α·θ_L + (1−α)·θ_S (α = 0.8 in the authors'
    MergeKit config), into the cache (``l2s.paths.cache_dir()/merged/``; weights never go to git);
-2. sample K responses per training problem from the long and from the short model
-   (``<out>/sample-long``, ``<out>/sample-short``, see :mod:`l2s.prefs.sample`);
-3. build bi-level preference pairs (or an ablation variant) per variant (``<out>/pairs-<variant>``);
+2. sample K responses per training problem from the long and from the short model, up to 16,384 new
+   tokens each (``<out>/sample-long``, ``<out>/sample-short``, see :mod:`l2s.prefs.sample`); every
+   row keeps the chat its prompt rendered (``messages``), whatever the chat template;
+3. build bi-level preference pairs (or an ablation variant) per variant (``<out>/pairs-<variant>``),
+   their prompts taken from the rows; the ``shortest_vs_longest`` baseline pools both models' samples;
 4. DPO (SFT for the ``sft`` variant) of the merged model on them, into the cache;
-5. evaluate the long model, the plain merge and every Ada-R1 variant (greedy) on the eval split
-   (``<out>/eval-long``, ``<out>/eval-merge``, ``<out>/eval-<variant>``).
+5. evaluate the long model, the plain merge and every Ada-R1 variant (greedy, up to 10,240 new
+   tokens) on the eval split (``<out>/eval-long``, ``<out>/eval-merge``, ``<out>/eval-<variant>``).
 
+The token limits are stated, never taken from a model's generation config (:func:`token_limits`).
 Every stage is skipped when its output exists, so ``run_adar1`` resumes where a killed run stopped
-and a second call does no work. ``<out>/adar1.json`` records the config, the checkpoint paths and the
-provenance; ``<out>/summary.json`` compares the runs with the long model by level.
+and a second call does no work. ``<out>/adar1.json`` records the config, the token limits, the
+checkpoint paths and the provenance; ``<out>/summary.json`` compares the runs with the long model by
+level, and states each run's token limit and how many responses hit it, each variant's pair count
+and coverage, and the ``warnings`` (pairs covering few problems, a chat template that would train on
+other text than was sampled).
 """
 
 from __future__ import annotations
@@ -24,21 +30,28 @@ from pathlib import Path
 from typing import Any
 
 from l2s import io, paths
-from l2s.prefs.config import VARIANTS
+from l2s.prefs.config import BASELINE_SOURCES, VARIANTS
 
 log = logging.getLogger(__name__)
 RECORD = "adar1.json"
 EVAL_BATCH_SIZE = 32
-# Options that decide the outputs of existing stages: a rerun into the same ``out`` must keep them.
+# Ada-R1 (Luo et al. 2025) evaluates with up to 10,240 new tokens (sampling: l2s.prefs.sample, 16,384).
+EVAL_MAX_NEW_TOKENS = 10240
+# Options that decide the outputs of existing stages: a rerun into the same ``out`` must keep them (the
+# pairs options are checked against each pairs directory's own config).
 _PINNED = ("long_model", "short_model", "alpha", "k", "temperature", "top_p", "train_dataset", "train_split",
-           "train_limit", "data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens", "dpo_preset", "seed")
+           "train_limit", "data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens",
+           "sample_max_new_tokens", "eval_max_new_tokens", "dpo_preset", "seed")
 
 
 @dataclass
 class AdaR1Config:
-    """The whole pipeline. ``variants``: any of :data:`l2s.prefs.config.VARIANTS` (``bilevel`` is
-    Ada-R1; ``group``, ``instance``, ``sft`` and ``shortest_vs_longest`` are Table 2/3's ablations).
-    ``tags`` are added to every evaluation run's tags (e.g. ``{"size": "toy-s"}``)."""
+    """The whole pipeline. ``variants``: any of :data:`l2s.prefs.config.VARIANTS`, default all: ``bilevel``
+    is Ada-R1; ``group``, ``instance`` and ``sft`` are Table 3's ablations, ``shortest_vs_longest`` the
+    DPO baseline, from both models' samples (``baseline_source`` ``pooled``) or the long model's.
+    Token limits (:func:`token_limits`): ``sample_max_new_tokens`` (default 16,384) and
+    ``eval_max_new_tokens`` (default 10,240), or ``max_new_tokens`` for both stages at once (the toy
+    study sets 128). ``tags`` are added to every evaluation run's tags (e.g. ``{"size": "toy-s"}``)."""
 
     long_model: str
     short_model: str
@@ -56,8 +69,11 @@ class AdaR1Config:
     eval_split: str = "test"
     eval_limit: int | None = None
     max_new_tokens: int | None = None
+    sample_max_new_tokens: int | None = None
+    eval_max_new_tokens: int | None = None
     dpo_preset: str = "toy"
-    variants: tuple = ("bilevel",)
+    variants: tuple = VARIANTS
+    baseline_source: str = "pooled"
     seed: int = 0
     tags: dict = field(default_factory=dict)
 
@@ -83,11 +99,13 @@ class AdaR1Config:
         if unknown or len(set(self.variants)) != len(self.variants):
             raise ValueError(f"unknown or repeated variant(s) {unknown or list(self.variants)}; "
                              f"expected distinct values from {VARIANTS}")
+        if self.baseline_source not in BASELINE_SOURCES:
+            raise ValueError(f"baseline_source must be one of {BASELINE_SOURCES}, got {self.baseline_source!r}")
         if self.dpo_preset not in PRESETS:
             raise ValueError(f"unknown dpo_preset {self.dpo_preset!r}; expected one of {sorted(PRESETS)}")
         if not self.eval_datasets:
             raise ValueError("eval_datasets is empty")
-        for name in ("train_limit", "eval_limit", "max_new_tokens"):
+        for name in ("train_limit", "eval_limit", "max_new_tokens", "sample_max_new_tokens", "eval_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
@@ -96,6 +114,16 @@ class AdaR1Config:
         d = dataclasses.asdict(self)
         d["eval_datasets"], d["variants"] = list(self.eval_datasets), list(self.variants)
         return d
+
+
+def token_limits(cfg: AdaR1Config) -> dict[str, int]:
+    """New tokens per response, ``{"sample": N, "eval": M}``: the stage's own option if set, else
+    ``max_new_tokens`` if set, else Ada-R1's (Luo et al. 2025): 16,384 to sample the training responses
+    (:data:`l2s.prefs.sample.SAMPLE_MAX_NEW_TOKENS`), 10,240 to evaluate (:data:`EVAL_MAX_NEW_TOKENS`)."""
+    from l2s.prefs.sample import SAMPLE_MAX_NEW_TOKENS
+
+    return {"sample": cfg.sample_max_new_tokens or cfg.max_new_tokens or SAMPLE_MAX_NEW_TOKENS,
+            "eval": cfg.eval_max_new_tokens or cfg.max_new_tokens or EVAL_MAX_NEW_TOKENS}
 
 
 def _fingerprint(model: str) -> dict[str, Any]:
@@ -169,12 +197,10 @@ def _finished(run: Path, model: Path | str | None = None) -> bool:
 def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: str | None) -> None:
     from l2s.eval.run import EvalConfig, evaluate
     from l2s.eval.sampling import SamplingConfig
-    from l2s.prefs.sample import default_max_new_tokens
 
-    max_new = cfg.max_new_tokens or default_max_new_tokens(cfg.long_model)
     evaluate(EvalConfig(model=str(model), datasets=cfg.eval_datasets, out=str(run), data_dir=data_dir,
                         split=cfg.eval_split, limit=cfg.eval_limit, prompt=cfg.prompt,
-                        sampling=SamplingConfig(**({"max_new_tokens": max_new} if max_new else {})),
+                        sampling=SamplingConfig(max_new_tokens=token_limits(cfg)["eval"]),
                         batch_size=EVAL_BATCH_SIZE, tags={**cfg.tags, **tags}))
 
 
@@ -195,6 +221,48 @@ def summarize(eval_runs: dict[str, Path], reference: str = "long") -> dict[str, 
     return {"reference": reference, "runs": out}
 
 
+def _problems_csv(path: Path) -> list[dict[str, Any]]:
+    """problems.csv rows with the fields :func:`l2s.prefs.build.coverage` reads (older pairs directories'
+    summary.json has no coverage)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        return [{"dataset": r["dataset"], "id": r["id"], "kept": r["kept"] == "True",
+                 **{k: int(r[k] or 0) for k in ("n_group", "n_instance", "n_baseline")}} for r in csv.DictReader(f)]
+
+
+def pairs_overview(pairs_dirs: dict[str, Path]) -> dict[str, Any]:
+    """Per variant: its rows, the problems they cover and drop, and its warnings (pairs summary.json)."""
+    from l2s.prefs import PairsConfig
+    from l2s.prefs.build import coverage, coverage_warnings
+
+    out = {}
+    for variant, d in pairs_dirs.items():
+        summary, config = io.read_json(d / "summary.json"), PairsConfig(**io.read_json(d / "config.json")["pairs"])
+        cov = summary.get("coverage") or coverage(_problems_csv(d / "problems.csv"))
+        warnings = summary["warnings"] if "warnings" in summary else coverage_warnings(cov, config)
+        out[variant] = {"n_rows": summary["n_rows"], **{k: cov[k] for k in ("n_problems", "n_with_pairs",
+                                                                           "frac_with_pairs", "n_dropped")},
+                        **({"baseline_source": config.baseline_source} if variant == "shortest_vs_longest" else {}),
+                        "warnings": warnings}
+    return out
+
+
+def _pairs_done(pairs_dir: Path, want, eval_run: Path) -> bool:
+    """Whether ``pairs_dir`` holds the pairs of PairsConfig ``want``; pairs built with other options
+    (e.g. an older l2s built the baseline from the long model's samples only) are an error."""
+    from l2s.prefs import PairsConfig
+
+    if not (pairs_dir / "summary.json").is_file():
+        return False
+    old = PairsConfig(**io.read_json(pairs_dir / "config.json")["pairs"]).outputs_key()
+    diff = sorted(k for k, v in want.outputs_key().items() if old.get(k) != v)
+    if diff:
+        raise FileExistsError(f"{pairs_dir} holds pairs built with other options (differs in {diff}); delete "
+                              f"{pairs_dir} and {eval_run}, then rerun to rebuild, retrain and re-evaluate them")
+    return True
+
+
 def run_adar1(cfg: AdaR1Config) -> dict:
     """Run (or resume) the pipeline; returns every path: ``merged``, ``sample_runs``, ``pairs``,
     ``models`` (variant -> checkpoint), ``eval_runs`` (name -> run dir), ``record``, ``summary`` and
@@ -203,12 +271,14 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     from l2s.dpo.train import train
     from l2s.merge import MergeConfig, already_merged, merge
     from l2s.prefs import PairsConfig, write_pairs
+    from l2s.prefs.groups import token_limit
     from l2s.prefs.sample import SampleConfig, balanced_data_dir, sample
     from l2s.provenance import provenance
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = _check_record(cfg, out)
+    limits = record["token_limits"] = token_limits(cfg)
     actions: dict[str, str] = {}
     io.atomic_write_json(out / RECORD, record)
 
@@ -221,7 +291,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     scfg = SampleConfig(long_model=cfg.long_model, short_model=cfg.short_model, out=str(out),
                         dataset=cfg.train_dataset, split=cfg.train_split, limit=cfg.train_limit,
                         data_dir=cfg.data_dir, prompt=cfg.prompt, k=cfg.k, temperature=cfg.temperature,
-                        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                        top_p=cfg.top_p, max_new_tokens=limits["sample"], seed=cfg.seed,
                         batch_size=EVAL_BATCH_SIZE, tags={k: v for k, v in cfg.tags.items() if k != "role"})
     sample_runs = {s: out / f"sample-{s}" for s in ("long", "short")}
     _stage(record, actions, "sample", all(map(_finished, sample_runs.values())), lambda: sample(scfg))
@@ -229,9 +299,10 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     pairs, models = {}, {}
     for variant in cfg.variants:
         pairs[variant] = out / f"pairs-{variant}"
-        _stage(record, actions, f"pairs-{variant}", (pairs[variant] / "summary.json").is_file(),
-               lambda v=variant: write_pairs(pairs[v], sample_runs["long"], sample_runs["short"],
-                                             PairsConfig(variant=v, seed=cfg.seed)))
+        pcfg = PairsConfig(variant=variant, baseline_source=cfg.baseline_source, seed=cfg.seed)
+        _stage(record, actions, f"pairs-{variant}", _pairs_done(pairs[variant], pcfg, out / f"eval-{variant}"),
+               lambda v=variant, c=pcfg: write_pairs(pairs[v], sample_runs["long"], sample_runs["short"], c,
+                                                     tokenizer=merged))
         models[variant] = trained_path(cfg, variant, merged, pairs[variant])
         _stage(record, actions, f"train-{variant}", (models[variant] / "l2s_train.json").is_file(),
                lambda v=variant: train(merged, pairs[v], models[v], preset_config(cfg.dpo_preset, seed=cfg.seed)))
@@ -251,7 +322,14 @@ def run_adar1(cfg: AdaR1Config) -> dict:
         _stage(record, actions, f"eval-{name}", _finished(eval_runs[name], model),
                lambda m=model, r=eval_runs[name], t=tags: _eval(cfg, m, r, t, data_dir))
 
-    summary = summarize(eval_runs)
+    summary = {**summarize(eval_runs), "token_limits": limits,
+               "token_limit": {f"{kind}-{name}": token_limit(run) for kind, runs in (("sample", sample_runs),
+                                                                                     ("eval", eval_runs))
+                               for name, run in runs.items()},
+               "pairs": pairs_overview(pairs)}
+    summary["warnings"] = list(dict.fromkeys(w for v in summary["pairs"].values() for w in v["warnings"]))
+    for warning in summary["warnings"]:
+        log.warning("ada-r1 %s: %s", out, warning)
     io.atomic_write_json(out / "summary.json", summary)
     if "ran" in actions.values() or "provenance" not in record:
         record["provenance"] = provenance(seed=cfg.seed)

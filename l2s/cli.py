@@ -17,10 +17,15 @@ from l2s import __version__
 # Subcommand modules, in the order ``l2s --help`` lists them.
 SUBCOMMAND_MODULES = [
     "l2s.toy.cli",
+    "l2s.standins",
     "l2s.eval.cli",
     "l2s.prefs.sample",
     "l2s.prefs.cli",
+    "l2s.mix",
+    "l2s.short_cot",
+    "l2s.sft",
     "l2s.dpo.cli",
+    "l2s.merge.s1k",
     "l2s.merge.cli",
     "l2s.figures.cli",
     "l2s.study",

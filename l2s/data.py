@@ -1,4 +1,4 @@
-"""Benchmark test sets as uniform rows ``{id, problem, answer, level, subject}``.
+"""Benchmark test sets, and the training problems of Ada-R1, as uniform rows ``{id, problem, answer, level, subject}``.
 
 Loads the math benchmarks of Wu et al. (2025) and Luo et al. (2025) from a local directory of
 ``<name>/test.jsonl`` files (the Qwen2.5-Math toolkit's files, byte for byte) or from the copies the
@@ -6,6 +6,25 @@ community uses on the hub, and the toy world's splits. Gold answers are taken as
 toolkit takes them (``parse_ground_truth``): GSM8K after ``####``, MATH / MATH500 / Minerva from the
 solution's last ``\\boxed{}`` (or the ``answer`` field where the file has one), OlympiadBench
 ``final_answer[0]`` without ``$``, college_math ``answer`` without ``$``, AIME ``answer``.
+
+Training problems (``split="train"``), for Ada-R1's 2,500-problem mix (Luo et al. 2025, Sec. 4.1;
+built by :mod:`l2s.mix`), in the same row formats and with the same gold-answer rules:
+
+- ``gsm8k`` train: ``openai/gsm8k`` (``main``, train; 7,473 rows ``{question, answer}``), ids are the
+  row index;
+- ``math`` train: ``EleutherAI/hendrycks_math``, the 7 subjects' train splits (7,500 rows ``{problem,
+  level, type, solution}``); the hub rows have no ``unique_id``, so the id is
+  ``train/<subject config>/<row index in that config>`` (not MATH's own file number);
+- ``aime_1983_2023`` (train only): past AIME problems from ``di-zhang-fdu/AIME_1983_2024`` (train;
+  columns ``ID`` such as ``1983-1`` or ``2000-I-1``, ``Year``, ``Problem Number``, ``Question``,
+  ``Answer``, ``Part``; AoPS wiki problems 1983-2023 plus AIME 2024 II). Rows after 2023 are dropped on
+  loading, from the hub and from local files alike: AIME 2024 and 2025 are test sets (``aime24``,
+  ``aime25``). Local files may also spell the columns ``id``/``year``/``problem``/``answer``;
+- ``mix``: the file ``l2s mix`` writes (``<data_dir>/mix/train.jsonl``, rows ``{id, problem, answer,
+  level, subject, source}``); it has no hub copy.
+
+Local files are ``<data_dir>/<name>/train.jsonl`` in the hub datasets' formats (for ``math``, with
+``subject`` or ``type`` and an optional ``unique_id`` or ``answer``, as the test files).
 """
 
 from __future__ import annotations
@@ -16,7 +35,7 @@ from pathlib import Path
 from l2s import io
 
 DATASETS = ("gsm8k", "math500", "minerva_math", "olympiadbench", "college_math", "aime24", "aime25",
-            "math", "toy")
+            "math", "toy", "aime_1983_2023", "mix")
 
 # The Qwen2.5-Math toolkit's data files, pinned to the commit the shared benchmarks were copied from.
 _QWEN_RAW = ("https://raw.githubusercontent.com/QwenLM/Qwen2.5-Math/"
@@ -35,6 +54,14 @@ HUB_SOURCES: dict[str, list[tuple[str, str | None, str, str | None]]] = {
     "aime25": [("math-ai/aime25", None, "test", None)],
     "math": [("EleutherAI/hendrycks_math", s, "test", None) for s in MATH_SUBJECTS],
 }
+
+# Training problems on the hub (same tuple layout), by dataset name.
+HUB_TRAIN_SOURCES: dict[str, list[tuple[str, str | None, str, str | None]]] = {
+    "gsm8k": [("openai/gsm8k", "main", "train", None)],
+    "math": [("EleutherAI/hendrycks_math", s, "train", None) for s in MATH_SUBJECTS],
+    "aime_1983_2023": [("di-zhang-fdu/AIME_1983_2024", None, "train", None)],
+}
+AIME_LAST_TRAIN_YEAR = 2023  # AIME 2024 / 2025 are test sets: never train on them
 
 TOY_DEFAULT_N = 100  # problems per level when the toy split is generated rather than read
 
@@ -80,6 +107,28 @@ def _need(row: dict, field: str, where: str):
     if field not in row or row[field] is None:
         raise ValueError(f"{where}: missing field {field!r} (row has {sorted(row)})")
     return row[field]
+
+
+def _first(row: dict, fields: tuple[str, ...], where: str):
+    """The first of ``fields`` that ``row`` has (hub and local spellings of one column)."""
+    for field in fields:
+        if row.get(field) is not None:
+            return row[field]
+    raise ValueError(f"{where}: missing field {' or '.join(map(repr, fields))} (row has {sorted(row)})")
+
+
+def aime_year(row: dict, where: str) -> int:
+    """The contest year of an AIME row (``Year`` or ``year``), to keep 1983-2023 only."""
+    year = _first(row, ("Year", "year"), where)
+    try:
+        return int(year)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: field 'Year' must be a year, got {year!r}") from None
+
+
+def _kept(name: str, row: dict, where: str) -> bool:
+    """False for the rows a dataset leaves out: AIME problems after 2023 (test sets, not training data)."""
+    return name != "aime_1983_2023" or aime_year(row, where) <= AIME_LAST_TRAIN_YEAR
 
 
 def _level(value) -> int | None:
@@ -143,14 +192,24 @@ def normalize_row(name: str, row: dict, index: int, where: str) -> dict:
         return {"id": str(_need(row, "id", where)), "problem": _need(row, "problem", where),
                 "answer": str(_need(row, "answer", where)), "level": _level(_need(row, "level", where)),
                 "subject": None}
+    if name == "aime_1983_2023":
+        rid = row.get("ID", row.get("id"))
+        return {"id": str(index if rid is None else rid), "problem": _first(row, ("Question", "problem"), where),
+                "answer": str(_first(row, ("Answer", "answer"), where)).strip(), "level": None, "subject": None}
+    if name == "mix":
+        return {"id": str(_need(row, "id", where)), "problem": _need(row, "problem", where),
+                "answer": str(_need(row, "answer", where)), "level": _level(row.get("level")),
+                "subject": row.get("subject")}
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 
 def _from_file(name: str, path: Path) -> list[dict]:
     if not path.is_file():
-        raise FileNotFoundError(f"dataset {name!r}: {path} not found")
+        hint = "; build it with `l2s mix --out DIR` and pass that DIR as data_dir" if name == "mix" else ""
+        raise FileNotFoundError(f"dataset {name!r}: {path} not found{hint}")
     rows = io.read_jsonl(path)
-    return [normalize_row(name, r, i, str(path)) for i, r in enumerate(rows)]
+    where = str(path)
+    return [normalize_row(name, r, i, where) for i, r in enumerate(rows) if _kept(name, r, f"{where} (row {i})")]
 
 
 def _from_hub(name: str) -> list[dict]:
@@ -167,12 +226,30 @@ def _from_hub(name: str) -> list[dict]:
     return rows
 
 
+def _train_from_hub(name: str) -> list[dict]:
+    """The training problems of ``name`` from :data:`HUB_TRAIN_SOURCES` (MATH rows get ids, AIME after 2023 dropped)."""
+    import datasets
+
+    rows: list[dict] = []
+    for repo, config, split, _ in HUB_TRAIN_SOURCES[name]:
+        ds = datasets.load_dataset(repo, config, split=split)
+        where = f"{repo}[{config or ''}:{split}]"
+        for i, r in enumerate(ds):
+            if name == "math":
+                r = {**r, "unique_id": f"train/{config}/{i}"}
+            if _kept(name, r, f"{where} (row {i})"):
+                rows.append(normalize_row(name, r, len(rows), where))
+    return rows
+
+
 def load_benchmark(name: str, data_dir: str | Path | None = None, split: str = "test",
                    limit: int | None = None, toy_seed: int = 0) -> list[dict]:
     """Rows ``{id, problem, answer, level, subject}`` of benchmark ``name``.
 
-    ``data_dir`` holds ``<name>/<split>.jsonl``; without it the hub copy is downloaded — except for
-    ``toy``, whose split is generated by :func:`l2s.toy.task.make_splits` (``TOY_DEFAULT_N`` per level).
+    ``data_dir`` holds ``<name>/<split>.jsonl``; without it the hub copy is downloaded (the test split,
+    or the train split of ``gsm8k``, ``math`` and ``aime_1983_2023``) — except for ``toy``, whose split is
+    generated by :func:`l2s.toy.task.make_splits` (``TOY_DEFAULT_N`` per level), and ``mix``, which
+    exists only as the local file ``l2s mix`` writes.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -185,9 +262,16 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, split: str = "
 
         generated = task.make_splits({split: TOY_DEFAULT_N}, seed=toy_seed)[split]
         rows = [normalize_row("toy", r, i, f"toy:{split}") for i, r in enumerate(generated)]
+    elif split == "train" and name in HUB_TRAIN_SOURCES:
+        rows = _train_from_hub(name)
+    elif name == "mix":
+        raise ValueError("dataset 'mix' has no hub copy: build it with `l2s mix --out DIR` and pass that DIR as "
+                         "data_dir (it reads DIR/mix/train.jsonl)")
     else:
-        if split != "test":
-            raise ValueError(f"dataset {name!r}: only the test split is on the hub, got {split!r}")
+        if split != "test" or name not in HUB_SOURCES:
+            on_hub = [s for s, src in (("test", HUB_SOURCES), ("train", HUB_TRAIN_SOURCES)) if name in src]
+            raise ValueError(f"dataset {name!r}: the hub serves split(s) {on_hub} only, got {split!r}; "
+                             f"pass data_dir with {name}/{split}.jsonl")
         rows = _from_hub(name)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):

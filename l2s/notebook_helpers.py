@@ -19,46 +19,65 @@ from typing import Any
 import pandas as pd
 
 from l2s import io, paths
-from l2s.provenance import config_hash, provenance
+from l2s.provenance import config_hash, file_sha256, provenance
 
 log = logging.getLogger(__name__)
 
 MODELS, MERGE = "models.json", "merge.json"
 ROLES = ("quick", "slow", "short")
 
-# Merge method strings (l2s.merge) -> the method keys of the papers' tables, used in run tags so that
-# the figures put a measured run beside the reported one (Wu et al. 2025, Tables 1-4).
-FIGURE_METHOD = {"dare+task_arithmetic": "dare_ta", "dare+ties": "dare_ties", "dare+average": "dare",
-                 "aim+ties": "aim"}
-
 
 # -- 00 models ----------------------------------------------------------------------------------------
 def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, quick: str | None = None,
-                   slow: str | None = None, short: str | None = None,
-                   toy_data_per_level: int | None = None, seed: int = 0) -> dict:
+                   slow: str | None = None, short: str | None = None, standins: str | None = None,
+                   tokenizers: dict | None = None, toy_data_per_level: int | None = None,
+                   calibration: str | None = None, s1k: dict | None = None, seed: int = 0) -> dict:
     """Write ``run_dir/models.json`` = ``{size, source, quick, slow, short, ...}``.
 
     With ``toy_size`` the toy family of that size is trained (or reused from the cache) by
-    :func:`l2s.toy.build.build_family`; else ``quick``/``slow`` (and optionally ``short``) are local
-    directories or hub ids of real checkpoints, recorded as given. ``toy_data_per_level`` also writes a
-    small toy split (``run_dir/data/toy/{train,dev,test}.jsonl``, that many problems per level) for
-    evaluations with ``data_dir`` — every level represented even with a handful of problems.
+    :func:`l2s.toy.build.build_family`; with ``standins`` (a layout of :data:`l2s.standins.LAYOUTS`)
+    a real-shaped random pair is written by :func:`l2s.standins.build_standins` (``tokenizers``:
+    ``{"qwen": ..., "r1": ...}`` directories or hub ids of the real tokenizers); else
+    ``quick``/``slow`` (and optionally ``short``) are local directories or hub ids of real checkpoints,
+    recorded as given. ``toy_data_per_level`` also writes a small toy split
+    (``run_dir/data/toy/{train,dev,test}.jsonl``, that many problems per level) for evaluations with
+    ``data_dir`` — every level represented even with a handful of problems. ``calibration="s1k"``
+    writes the s1K calibration files into the cache (:func:`s1k_calibration`) and records them, for
+    merges with ``calibration: s1k``.
     """
     run_dir = Path(run_dir)
+    if sum([toy_size is not None, standins is not None, bool(quick or slow or short)]) > 1:
+        raise ValueError("give one of toy_size (build the toy family), standins (a real-shaped random pair) "
+                         "or quick/slow/short checkpoints")
     if toy_size is not None:
-        if quick or slow or short:
-            raise ValueError("give either toy_size (build the toy family) or quick/slow/short paths, not both")
         from l2s.toy.build import build_family
 
         built = build_family(toy_size)
         models = {role: str(built[role]) for role in ROLES}
         source = f"toy family {toy_size!r} (l2s.toy.build)"
+    elif standins is not None:
+        from l2s.standins import StandinConfig, build_standins
+
+        tokenizers = dict(tokenizers or {})
+        unknown = sorted(set(tokenizers) - {"qwen", "r1"})
+        if unknown:
+            raise ValueError(f"tokenizers: unknown key(s) {unknown}; expected 'qwen' and/or 'r1'")
+        built = build_standins(StandinConfig(standins, qwen_tokenizer=tokenizers.get("qwen"),
+                                             r1_tokenizer=tokenizers.get("r1"), seed=seed))
+        models = {"quick": str(built["quick"]), "slow": str(built["slow"]), "short": None}
+        source = f"stand-ins of the {standins} layout (l2s.standins)"
     else:
         if not quick or not slow:
             raise ValueError("a real size needs at least the quick (System-1) and slow (System-2) models")
         models = {"quick": str(quick), "slow": str(slow), "short": str(short) if short else None}
         source = "given checkpoints"
     record = {"size": size, "source": source, "toy_size": toy_size, **models}
+    if standins is not None:
+        record["standins"] = standins
+    if calibration is not None:
+        if calibration != "s1k":
+            raise ValueError(f"calibration must be 's1k' or None, got {calibration!r}")
+        record["calibration"] = s1k_calibration(**(s1k or {}))
     if toy_data_per_level is not None:
         from l2s.toy.data import write_splits
 
@@ -70,6 +89,19 @@ def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(run_dir / MODELS, record)
     return record
+
+
+def s1k_calibration(n: int = 100, seed: int = 0, source: str | None = None) -> dict:
+    """The s1K calibration files (``l2s calibration s1k``) in the cache, written once per (n, seed,
+    source): ``{"short": path, "long": path, "manifest": path}``."""
+    from l2s.merge.s1k import write_s1k_calibration
+
+    key = config_hash({"n": n, "seed": seed, "source": str(source) if source else None,
+                       "source_sha256": file_sha256(source) if source and Path(source).is_file() else None})
+    out = paths.cache_dir() / "calibration" / f"s1k-n{n}-seed{seed}-{key}"
+    write_s1k_calibration(out, n=n, seed=seed, source=source)
+    return {"short": str(out / "s1k-short.jsonl"), "long": str(out / "s1k-long.jsonl"),
+            "manifest": str(out / "s1k.json")}
 
 
 def read_models(models_run: str | Path) -> dict:
@@ -119,22 +151,29 @@ def toy_calibration(style: str, n_per_level: int = 20, seed: int = 0) -> Path:
     return path
 
 
-def calibration_files(method: str, calibration: str | list[str] | None) -> list[str]:
-    """The calibration files of a merge. ``"toy"``: toy train problems as Wu et al. 2025 (§4) calibrate
-    — AIM on question + short answer; Sens-Merging with one file per participant in the executor's
-    order [base (System 1): long answers, System 2: short answers]. A list: the files themselves."""
+def calibration_files(method: str, calibration: str | list[str] | None, models: dict | None = None) -> list[str]:
+    """The calibration files of a merge, as Wu et al. 2025 (§4) calibrate: AIM on question + short
+    answer; Sens-Merging with one file per participant in the executor's order [base (System 1): long
+    answers, System 2: short answers]. ``"toy"``: toy train problems; ``"s1k"``: the s1K files of the
+    models run (``00_models`` with ``calibration="s1k"``); a list: the files themselves."""
     from l2s.merge import parse_method
 
     spec = parse_method(method)
     if not spec.needs_calibration:
-        if calibration not in (None, "toy"):
+        if calibration not in (None, "toy", "s1k"):
             raise ValueError(f"method {method!r} uses no calibration texts; drop calibration")
         return []
     if calibration is None:
-        raise ValueError(f"method {method!r} needs calibration texts: set calibration to 'toy' or a list of files")
+        raise ValueError(f"method {method!r} needs calibration texts: set calibration to 'toy', 's1k' or a "
+                         "list of files")
+    styles = ["long", "short"] if spec.core == "sens" else ["short"]
     if calibration == "toy":
-        styles = ["long", "short"] if spec.core == "sens" else ["short"]
         return [str(toy_calibration(s)) for s in styles]
+    if calibration == "s1k":
+        files = (models or {}).get("calibration")
+        if not files:
+            raise ValueError("calibration 's1k' needs a models run made with calibration='s1k' (00_models)")
+        return [files[s] for s in styles]
     return [str(c) for c in ([calibration] if isinstance(calibration, str) else calibration)]
 
 
@@ -165,7 +204,8 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
     models = read_models(models_run)
     params = dict(params or {})
     fields = {"method": method, **merge_inputs(method, models), "params": params, "seed": seed, "dtype": dtype,
-              "calibration": calibration_files(method, calibration), "calibration_samples": calibration_samples}
+              "calibration": calibration_files(method, calibration, models),
+              "calibration_samples": calibration_samples}
     name = name or Path(run_dir).name
     out = paths.cache_dir() / "merged" / f"{name}-{config_hash(fields)}"
     cfg = MergeConfig(out=str(out), overwrite=True, **fields)
@@ -182,11 +222,11 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
 
 
 def figure_method(method: str) -> str:
-    """``"dare+ties"`` -> ``"dare_ties"``, ``"aim+ties"`` -> ``"aim"``, ``"ties"`` -> ``"ties"``."""
-    from l2s.merge import parse_method
+    """The merge registry's key of a method, used in run tags so that the figures put a measured run
+    beside the reported one: ``"dare+ties"`` -> ``"dare_ties"``, ``"aim+ties"`` -> ``"aim"``."""
+    from l2s.merge.methods import figure_key
 
-    name = parse_method(method).name
-    return FIGURE_METHOD.get(name, name)
+    return figure_key(method)
 
 
 def merge_summary(record: dict) -> pd.DataFrame:

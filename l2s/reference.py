@@ -7,9 +7,9 @@ Tables 2-3 plus per-level values read off its figures. Every frame carries a ``l
 "reported (Wu et al. 2025, Table 1)" or "estimated from figure (Luo et al. 2025, Figs. 5-6)" — that
 plots must show. Units: accuracy and ratios in % (as the papers print them), lengths in tokens.
 
-Method names are mapped to one canonical key (:func:`canonical_method`) shared with the measured runs'
-tags, and every row gets the role of the model in the study ("quick", "slow", "short", "merged",
-"dpo", "adar1", or "baseline" for other papers' methods).
+Method names are mapped to one canonical key (:func:`canonical_method`: the merge registry's keys)
+shared with the measured runs' tags, and every row gets the role of the model in the study ("quick",
+"slow", "short", "merged", "dpo", "adar1", or "baseline" for other papers' methods).
 """
 
 from __future__ import annotations
@@ -24,38 +24,58 @@ WU = "Wu et al. 2025"
 LUO = "Luo et al. 2025"
 LUO_BY_LEVEL_FIGURES = "Figs. 5-6"
 
-# Spellings seen in the papers' tables and in run tags -> one canonical key.
-METHOD_ALIASES = {
-    "average_merging": "average", "avg": "average", "ta": "task_arithmetic", "task-arithmetic": "task_arithmetic",
-    "ties_merging": "ties", "ties-merging": "ties", "dare-ta": "dare_ta", "dare-ties": "dare_ties",
-    "lore_merging": "lore", "twin_merging": "twin", "aim_ties": "aim", "aim-ties": "aim",
-    "sens_merging": "sens", "sens-merging": "sens", "ada-r1": "ada_r1", "adar1": "ada_r1",
-    "merge": "linear", "long_cot": "slow", "short_cot": "short",
-}
-
-# Canonical key -> the name a figure prints.
-METHOD_LABELS = {
-    "quick": "Quick (System-1)", "slow": "Slow (System-2)", "short": "Short-CoT",
-    "average": "Average", "task_arithmetic": "TA", "ties": "TIES", "dare": "DARE", "dare_ta": "DARE-TA",
-    "dare_ties": "DARE-TIES", "lore": "LoRE", "twin": "Twin", "aim": "AIM-TIES", "sens": "Sens-Merging",
-    "linear": "Linear merge", "dpo": "DPO", "dpo_shortest_vs_longest": "DPO (shortest vs longest)",
+# Merge methods have one vocabulary: the keys, aliases and labels of the merge registry
+# (:mod:`l2s.merge.methods`, read on first use: it imports torch). The rest of the papers' names —
+# single models, DPO, Ada-R1 and other papers' baselines — are spelled here.
+OTHER_ALIASES = {"ada-r1": "ada_r1", "adar1": "ada_r1", "long_cot": "slow", "short_cot": "short"}
+ROLE_LABELS = {"quick": "Quick (System-1)", "slow": "Slow (System-2)", "short": "Short-CoT"}
+OTHER_LABELS = {
+    "dpo": "DPO", "dpo_shortest_vs_longest": "DPO (shortest vs longest)",
     "ada_r1": "Ada-R1", "o1_pruner": "O1-Pruner", "cot_valve": "CoT-Valve",
     "merge_sft_group_chosen": "Merge + SFT (group chosen)", "merge_group_level_dpo": "Merge + group DPO",
     "merge_bi_level_dpo": "Merge + bi-level DPO",
 }
 
 
+@functools.cache
+def method_labels() -> dict[str, str]:
+    """Canonical key -> the name a figure prints: the single models, the merge registry's methods in
+    the papers' table order, then DPO, Ada-R1 and the other papers' methods."""
+    from l2s.merge.methods import labels
+
+    return {**ROLE_LABELS, **labels(), **OTHER_LABELS}
+
+
+@functools.cache
+def _merge_key(key: str) -> str | None:
+    from l2s.merge.methods import aliases, figure_key
+
+    if key in aliases() or "+" in key:
+        try:
+            return figure_key(key)
+        except ValueError:
+            return None
+    return None
+
+
 def canonical_method(name: str | None) -> str | None:
-    """Lower-case ``name`` and map the papers' spellings to the canonical key ("TIES_merging" -> "ties")."""
+    """Lower-case ``name`` and map the papers' spellings to the canonical key ("TIES_merging" -> "ties",
+    "dare+ties" -> "dare_ties")."""
     if name is None:
         return None
     key = str(name).strip().lower().replace(" ", "_")
-    return METHOD_ALIASES.get(key, key)
+    return OTHER_ALIASES.get(key) or _merge_key(key) or key
 
 
 def method_label(key: str | None) -> str:
     """Printable name of a canonical method key (the key itself when unknown)."""
-    return METHOD_LABELS.get(key, str(key))
+    return method_labels().get(key, str(key))
+
+
+def __getattr__(name: str):
+    if name == "METHOD_LABELS":
+        return method_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*b\b", re.IGNORECASE)

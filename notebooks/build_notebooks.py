@@ -48,7 +48,11 @@ On a CPU we use the *toy world* (`l2s.toy`): tiny Qwen2 models trained on a shel
 difficulty levels 1-5 play the role of MATH levels. The quick model glances at the first round and
 answers, the slow one tracks every round and then double-checks it (“Wait, let me double-check”), the
 short one tracks only the first four rounds — exact on easy problems, a guess on hard ones. On a GPU box the same notebook only records the real checkpoints' hub ids
-or paths. Either way this step writes `models.json`, which every later step reads.
+or paths. Without a GPU, `standins` writes tiny random Qwen2 pairs laid out like a real pair
+(`l2s.standins`: the real tokenizers and chat templates, vocabulary rows, tied or untied embeddings,
+4k vs 128k contexts), so the real sizes' steps can run anywhere. For AIM and Sens-Merging, `calibration`
+= `"s1k"` also writes the s1K calibration files (`l2s calibration s1k`). Either way this step writes
+`models.json`, which every later step reads.
 """),
         parameters("""
 run_dir = "runs/toy-s-models"   # where models.json goes
@@ -57,12 +61,17 @@ toy_size = "s"                  # toy family to build (l2s.toy.family.SIZES); No
 quick = None                    # real checkpoints: System-1 model (path or hub id)
 slow = None                     # System-2 model
 short = None                    # short-CoT model (Ada-R1), optional
+standins = None                 # or a real layout to stand in for: qwen-1.5b, qwen-7b, qwen-14b, qwen-32b
+tokenizers = {}                 # stand-ins: {"qwen": dir or hub id, "r1": dir or hub id} (default: the hub)
 toy_data_per_level = None       # also write a small toy split (problems per level) for quick studies
+calibration = None              # "s1k": write the s1K calibration files for AIM / Sens-Merging
+s1k = {}                        # their options: n (100), seed (0), source (hub simplescaling/s1K, or a file)
 seed = 0
 """),
         code(SETUP + "\n\nfrom l2s import notebook_helpers as nh"),
         code("models = nh.prepare_models(run_dir, size=size, toy_size=toy_size, quick=quick, slow=slow, short=short,\n"
-             "                           toy_data_per_level=toy_data_per_level, seed=seed)\n"
+             "                           standins=standins, tokenizers=tokenizers, toy_data_per_level=toy_data_per_level,\n"
+             "                           calibration=calibration, s1k=s1k, seed=seed)\n"
              "{k: models[k] for k in ('size', 'source', 'quick', 'slow', 'short')}"),
         md("""
 For the toy family, each model's training card says what it was trained on and for how long: the
@@ -91,7 +100,8 @@ run_dir = "runs/toy-s-ties"          # where merge.json goes
 models_run = "runs/toy-s-models"     # a run of 00_models
 method = "ties"                      # l2s.merge method string: ties, dare+ties, aim+ties, sens, linear, ...
 params = {"k": 0.8, "alpha": 1.0}    # hyper-parameters (Wu et al. 2025, Table 7)
-calibration = None                   # AIM / Sens-Merging: "toy" (toy train problems) or a list of files
+calibration = None                   # AIM / Sens-Merging: "toy" (toy train problems), "s1k" (the models
+                                     # run's s1K files), or a list of files
 calibration_samples = 100
 dtype = "auto"                       # output dtype (the papers save bf16, Sens-Merging fp32)
 seed = 0
@@ -126,15 +136,20 @@ datasets = ["toy"]
 split = "test"
 limit = None                     # first N problems of each dataset
 data_dir = None                  # directory of <dataset>/<split>.jsonl (toy: generated when None)
-prompt = "chat"                  # chat (toy), qwen25-math-cot (slow/merged), cot (quick, few-shot)
+prompt = "chat"                  # chat (toy), qwen25-math-cot (slow/merged: the model's chat template),
+                                 # qwen25-math-cot-literal (the toolkit's ChatML string), cot (quick, few-shot)
 max_new_tokens = 128
 temperature = 0.0
 top_p = 1.0
+exemplars = None                 # cot: a JSON / JSONL file of {question, answer} few-shot exemplars
 n = 1                            # samples per problem
 seed = 0
 backend = "auto"                 # auto, hf, vllm
-batch_size = 64
-tensor_parallel_size = 1
+batch_size = 64                  # hf
+tensor_parallel_size = 1         # vllm: GPUs per model
+data_parallel_size = 1           # vllm: model replicas (worker processes), each on tensor_parallel_size GPUs
+max_model_len = None             # context for prompt + response (None: the model's own); longer budgets are capped
+gpu_memory_utilization = 0.9     # vllm
 dtype = "auto"
 tags = {}                        # extra tags, e.g. {"sweep": True}; size/role/method/params are filled in
 """),
@@ -147,10 +162,12 @@ from l2s.eval.sampling import SamplingConfig"""),
 run_tags = nh.default_tags(models_run, role, merge_run, tags)
 data_dir = data_dir or nh.data_dir_of(models_run, merge_run)
 cfg = EvalConfig(model=checkpoint, datasets=datasets, out=run_dir, data_dir=data_dir, split=split, limit=limit,
-                 prompt=prompt, sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                                        top_p=top_p, n=n, seed=seed),
-                 backend=backend, batch_size=batch_size, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                 tags=run_tags)
+                 prompt=prompt, exemplars=exemplars,
+                 sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
+                                         seed=seed),
+                 backend=backend, batch_size=batch_size, tensor_parallel_size=tensor_parallel_size,
+                 data_parallel_size=data_parallel_size, max_model_len=max_model_len,
+                 gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, tags=run_tags)
 evaluate(cfg)
 run_tags"""),
         md("""
@@ -188,9 +205,12 @@ prompt = "chat"
 eval_datasets = ["toy"]
 eval_split = "test"
 eval_limit = None
-max_new_tokens = None
+max_new_tokens = None                # both stages at once; or per stage:
+sample_max_new_tokens = None         #   sampling (None: the paper's 16,384)
+eval_max_new_tokens = None           #   evaluation (None: the paper's 10,240)
 dpo_preset = "toy"
-variants = ["bilevel"]
+variants = ["bilevel"]               # + group, instance, sft (Table 3), shortest_vs_longest (baseline)
+baseline_source = "pooled"           # shortest_vs_longest from both models' samples ("long": the long model's)
 seed = 0
 """),
         code(SETUP + """
@@ -204,6 +224,8 @@ cfg = AdaR1Config(long_model=models["slow"], short_model=models["short"], out=ru
                   temperature=temperature, top_p=top_p, train_dataset=train_dataset, train_split=train_split,
                   train_limit=train_limit, data_dir=data_dir, prompt=prompt, eval_datasets=eval_datasets,
                   eval_split=eval_split, eval_limit=eval_limit, max_new_tokens=max_new_tokens,
+                  sample_max_new_tokens=sample_max_new_tokens, eval_max_new_tokens=eval_max_new_tokens,
+                  baseline_source=baseline_source,
                   dpo_preset=dpo_preset, variants=variants, seed=seed, tags={"size": models["size"]})
 result = run_adar1(cfg)
 pd.Series({name: str(run) for name, run in result["eval_runs"].items()}, name="evaluation run")"""),

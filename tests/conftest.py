@@ -28,3 +28,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set L2S_SHARED_DATA); skipping real-data test")
     return SHARED_DATA
+
+
+SLOW_FIXTURES = {"study", "nano_study"}  # whole studies run through papermill (minutes)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use a whole-study fixture are ``slow``: `make test` runs them, `make test-fast` does not."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -1,4 +1,5 @@
-"""Ada-R1 end to end on the micro toy family: merge, sample, pairs, DPO/SFT, evaluate; resume; bad configs; l2s sample."""
+"""Ada-R1 end to end on the micro toy family: merge, sample, pairs, DPO/SFT, evaluate; resume; bad configs;
+token limits; pair counts and warnings in summary.json; l2s sample."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from l2s.adar1 import AdaR1Config, run_adar1
+from l2s.adar1 import AdaR1Config, pairs_overview, run_adar1, token_limits
 from l2s.cli import main
-from l2s.io import read_json, read_jsonl
-from l2s.prefs.sample import interleave_levels
+from l2s.io import read_json, read_jsonl, write_jsonl
+from l2s.prefs import PairsConfig, write_pairs
+from l2s.prefs.sample import SampleConfig, eval_configs, interleave_levels
 
 K, TRAIN_LIMIT, EVAL_LIMIT, MAX_NEW = 3, 10, 10, 48
 
@@ -69,6 +71,7 @@ def test_pipeline_runs_every_stage_and_wires_them(env, result):
         assert {k: cfg["sampling"][k] for k in ("n", "temperature", "top_p")} == {"n": K, "temperature": 0.6,
                                                                                   "top_p": 0.95}
         rows = read_jsonl(run / "generations.jsonl")
+        assert all(r["messages"] == [{"role": "user", "content": r["messages"][0]["content"]}] for r in rows)
         assert len(rows) == TRAIN_LIMIT * K and {r["sample"] for r in rows} == set(range(K))
         assert Counter(r["level"] for r in rows) == {lv: TRAIN_LIMIT // 5 * K for lv in range(1, 6)}
         assert all(r["n_tokens"] <= MAX_NEW and isinstance(r["correct"], bool) for r in rows)
@@ -85,6 +88,11 @@ def test_pipeline_runs_every_stage_and_wires_them(env, result):
         card = read_json(model / "l2s_train.json")
         assert card["method"] == method and card["model"]["path"] == str(merged)
         assert card["pairs"]["path"] == str(result["pairs"][variant]) and card["config"]["preset"] == "toy"
+        pairs_summary = read_json(result["pairs"][variant] / "summary.json")
+        assert pairs_summary["token_limit"]["long"]["max_new_tokens"] == MAX_NEW
+        sample_rows = {r["id"]: r for r in read_jsonl(result["sample_runs"]["long"] / "generations.jsonl")}
+        assert all(r["prompt"] == sample_rows[r["id"]]["messages"] for r in read_jsonl(result["pairs"][variant]
+                                                                                       / "pairs.jsonl"))
 
     # evaluation: greedy on the test split, tagged for the figures
     want = {"long": ({"role": "reference", "method": "long"}, env["family"]["slow"]),
@@ -107,6 +115,23 @@ def test_pipeline_runs_every_stage_and_wires_them(env, result):
         assert ours["mean_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / len(rows))
         assert ours["length_change"] == pytest.approx((ours["mean_tokens"] - ref["mean_tokens"]) / ref["mean_tokens"])
         assert set(ours["by_level"]) == {"1", "2", "3", "4", "5"}
+        assert cfg["sampling"]["max_new_tokens"] == MAX_NEW
+
+    # the stated token limits, and how many responses hit them; pair counts per variant
+    assert record["token_limits"] == summary["token_limits"] == {"sample": MAX_NEW, "eval": MAX_NEW}
+    assert set(summary["token_limit"]) == {"sample-long", "sample-short", "eval-long", "eval-merge", "eval-bilevel",
+                                           "eval-sft"}
+    for name, limit in summary["token_limit"].items():
+        rows = read_jsonl(out / name / "generations.jsonl")
+        assert limit == {"max_new_tokens": MAX_NEW, "capped_by_context": 0, "min_budget": None,
+                         "hit_limit": sum(r["truncated"] for r in rows)}
+    for variant in ("bilevel", "sft"):
+        pairs_summary = read_json(result["pairs"][variant] / "summary.json")
+        overview = summary["pairs"][variant]
+        n_rows = len(read_jsonl(result["pairs"][variant] / "pairs.jsonl"))
+        assert overview["n_rows"] == pairs_summary["n_rows"] == n_rows
+        assert overview["n_problems"] == TRAIN_LIMIT and overview["warnings"] == pairs_summary["warnings"]
+    assert summary["warnings"] == list(dict.fromkeys(w for v in summary["pairs"].values() for w in v["warnings"]))
 
 
 def test_second_call_does_no_work_and_a_killed_eval_resumes(env, result, monkeypatch):
@@ -208,3 +233,62 @@ def test_same_config_elsewhere_gives_the_same_bytes_and_reuses_cached_models(env
         for f in ("generations.jsonl", "pairs.jsonl", "metrics.json", "problems.csv"):
             if (first / name / f).is_file():
                 assert (other / name / f).read_bytes() == (first / name / f).read_bytes(), f"{name}/{f}"
+
+
+def test_token_limits_are_stated_never_inherited(tmp_path):
+    def cfg(**kw):
+        return AdaR1Config(long_model="a", short_model="b", out=str(tmp_path / "x"), **kw)
+
+    assert token_limits(cfg()) == {"sample": 16384, "eval": 10240}           # Ada-R1's: 16k sampling, 10,240 eval
+    assert token_limits(cfg(max_new_tokens=128)) == {"sample": 128, "eval": 128}          # the toy study's
+    assert token_limits(cfg(max_new_tokens=128, eval_max_new_tokens=7)) == {"sample": 128, "eval": 7}
+    assert token_limits(cfg(sample_max_new_tokens=9)) == {"sample": 9, "eval": 10240}
+    with pytest.raises(ValueError, match="eval_max_new_tokens"):
+        cfg(eval_max_new_tokens=0)
+    assert cfg().variants == ("bilevel", "group", "instance", "sft", "shortest_vs_longest")
+    assert cfg().baseline_source == "pooled"
+    with pytest.raises(ValueError, match="baseline_source"):
+        cfg(baseline_source="short")
+
+
+def test_sampling_defaults_to_16k_whatever_the_generation_config(env, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "generation_config.json").write_text(json.dumps({"max_new_tokens": 99}))
+    configs = eval_configs(SampleConfig(long_model=str(model), short_model=str(model), out=str(tmp_path / "s")))
+    assert {c.sampling.max_new_tokens for c in configs.values()} == {16384}
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer"):
+        SampleConfig(long_model="a", short_model="b", out="o", max_new_tokens=None)
+
+
+def test_pairs_built_with_other_options_are_not_reused(env, result, tmp_path):
+    from l2s.adar1 import _pairs_done
+
+    runs = result["sample_runs"]
+    long_only = PairsConfig(variant="shortest_vs_longest", baseline_source="long")
+    old = write_pairs(tmp_path / "pairs-shortest_vs_longest", runs["long"], runs["short"], long_only)
+    assert _pairs_done(old, long_only, tmp_path / "eval-shortest_vs_longest")
+    assert not _pairs_done(tmp_path / "none", long_only, tmp_path / "eval-none")
+    with pytest.raises(FileExistsError, match=r"differs in \['baseline_source'\]\); delete .*pairs-shortest_vs_longest "
+                                              r"and .*eval-shortest_vs_longest"):
+        _pairs_done(old, PairsConfig(variant="shortest_vs_longest"), tmp_path / "eval-shortest_vs_longest")
+    # bilevel does not read the baseline options: its pairs stay valid whatever baseline_source says
+    assert _pairs_done(result["pairs"]["bilevel"], PairsConfig(baseline_source="long"), tmp_path / "e")
+
+
+def test_pairs_overview_of_older_pairs_dirs(env, result, tmp_path):
+    import shutil
+
+    new = result["pairs"]["bilevel"]
+    old = tmp_path / "pairs-bilevel"
+    shutil.copytree(new, old)
+    summary = read_json(old / "summary.json")
+    for key in ("coverage", "warnings", "token_limit", "prompt_format"):
+        summary.pop(key)
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert pairs_overview({"bilevel": old}) == pairs_overview({"bilevel": new})
+    rows = read_jsonl(result["sample_runs"]["long"] / "generations.jsonl")
+    legacy = tmp_path / "legacy-long.jsonl"
+    write_jsonl(legacy, [{k: v for k, v in r.items() if k != "messages"} for r in rows])
+    again = write_pairs(tmp_path / "again", legacy, result["sample_runs"]["short"], PairsConfig())
+    assert (again / "pairs.jsonl").read_bytes() == (new / "pairs.jsonl").read_bytes()   # ChatML read back

@@ -83,3 +83,79 @@ def test_toy_generated_and_from_dir(tmp_path):
     assert len(rows) == 10 and rows[0]["id"].startswith("toy-dev-L1")
     assert set(rows[0]) == {"id", "problem", "answer", "level", "subject"}
     assert "toy" in DATASETS
+
+
+def _write(root, name, split, rows):
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_train_splits_from_local_files_in_the_hub_formats(tmp_path):
+    _write(tmp_path, "gsm8k", "train", [{"question": "q0", "answer": "a\n#### 1,234"},
+                                        {"question": "q1", "answer": "#### 7"}])
+    gsm = load_benchmark("gsm8k", tmp_path, split="train")
+    assert [(r["id"], r["answer"]) for r in gsm] == [("0", "1234"), ("1", "7")]
+    _write(tmp_path, "math", "train", [
+        {"problem": "p0", "level": "Level 3", "type": "Algebra", "solution": "so \\boxed{\\frac{1}{2}}."},
+        {"problem": "p1", "level": "Level ?", "type": "Geometry", "solution": "\\boxed{3}",
+         "unique_id": "train/geometry/5.json"}])
+    math = load_benchmark("math", tmp_path, split="train")
+    assert math[0] == {"id": "0", "problem": "p0", "answer": "\\frac{1}{2}", "level": 3, "subject": "Algebra"}
+    assert (math[1]["id"], math[1]["level"]) == ("train/geometry/5.json", None)
+    _write(tmp_path, "aime_1983_2023", "train", [
+        {"ID": "1983-1", "Year": 1983, "Problem Number": 1, "Question": "first", "Answer": 60, "Part": None},
+        {"ID": "2023-II-15", "Year": 2023, "Problem Number": 15, "Question": "last", "Answer": "023", "Part": "II"},
+        {"ID": "2024-II-1", "Year": 2024, "Problem Number": 1, "Question": "a test problem", "Answer": 1, "Part": "II"},
+        {"id": "x", "year": "2025", "problem": "another test problem", "answer": "5"},
+        {"year": 2001, "problem": "lower-case columns", "answer": 17}])
+    aime = load_benchmark("aime_1983_2023", tmp_path, split="train")
+    assert [(r["id"], r["problem"], r["answer"]) for r in aime] == [
+        ("1983-1", "first", "60"), ("2023-II-15", "last", "023"), ("4", "lower-case columns", "17")]
+    assert all(r["level"] is None and r["subject"] is None for r in aime)
+    _write(tmp_path, "aime_1983_2023", "train", [{"ID": "1", "Question": "q", "Answer": 1}])
+    with pytest.raises(ValueError, match=r"aime_1983_2023/train.jsonl \(row 0\): missing field 'Year' or 'year'"):
+        load_benchmark("aime_1983_2023", tmp_path, split="train")
+
+
+def test_mix_is_read_from_its_file_only(tmp_path):
+    _write(tmp_path, "mix", "train", [{"id": "math/3", "problem": "p", "answer": "2", "level": 4,
+                                       "subject": "Algebra", "source": "math"},
+                                      {"id": "gsm8k/1", "problem": "q", "answer": "5", "level": None,
+                                       "subject": None, "source": "gsm8k"}])
+    rows = load_benchmark("mix", tmp_path, split="train")
+    assert rows[0] == {"id": "math/3", "problem": "p", "answer": "2", "level": 4, "subject": "Algebra"}
+    assert "mix" in DATASETS and "aime_1983_2023" in DATASETS
+    with pytest.raises(ValueError, match="has no hub copy: build it with `l2s mix"):
+        load_benchmark("mix", split="train")
+    with pytest.raises(FileNotFoundError, match="build it with `l2s mix --out DIR`"):
+        load_benchmark("mix", tmp_path / "elsewhere", split="train")
+    with pytest.raises(ValueError, match=r"'aime_1983_2023': the hub serves split\(s\) \['train'\] only"):
+        load_benchmark("aime_1983_2023")
+    with pytest.raises(ValueError, match=r"'math500': the hub serves split\(s\) \['test'\] only, got 'train'"):
+        load_benchmark("math500", split="train")
+
+
+def test_train_splits_from_the_hub(monkeypatch):
+    """The hub path, with ``datasets.load_dataset`` answering from memory: ids for MATH, AIME after 2023 dropped."""
+    import datasets
+
+    from l2s.data import HUB_TRAIN_SOURCES, MATH_SUBJECTS
+
+    calls = []
+
+    def fake_load(repo, config=None, split=None, **kw):
+        calls.append((repo, config, split))
+        if repo == "openai/gsm8k":
+            return [{"question": "q", "answer": "#### 3"}]
+        if repo == "EleutherAI/hendrycks_math":
+            return [{"problem": f"{config} {i}", "level": "Level 1", "type": config, "solution": f"\\boxed{{{i}}}"}
+                    for i in range(2)]
+        return [{"ID": "2023-I-1", "Year": 2023, "Problem Number": 1, "Question": "old", "Answer": 7, "Part": "I"},
+                {"ID": "2024-II-1", "Year": 2024, "Problem Number": 1, "Question": "new", "Answer": 8, "Part": "II"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert load_benchmark("gsm8k", split="train")[0]["answer"] == "3"
+    math = load_benchmark("math", split="train")
+    assert len(math) == 2 * len(MATH_SUBJECTS) and math[1]["id"] == "train/algebra/1" and math[1]["answer"] == "1"
+    assert [r["id"] for r in load_benchmark("aime_1983_2023", split="train")] == ["2023-I-1"]
+    assert calls[0] == ("openai/gsm8k", "main", "train") and calls[-1] == HUB_TRAIN_SOURCES["aime_1983_2023"][0][:3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from l2s.io import write_jsonl
 from l2s.prefs import PairsConfig, write_pairs
 from l2s.toy import task
 from l2s.toy.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +90,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_dpo_full_finetune_smoke(micro_model, pairs, tmp_path):
-    config = preset_config("toy", rpo_alpha=None, learning_rate=1e-2, max_steps=4, effective_batch_size=4,
-                           per_device_train_batch_size=4, logging_steps=1, warmup=0.0)
+    config = preset_config("toy", loss_type=["sigmoid"], loss_weights=None, learning_rate=1e-2, max_steps=4,
+                           effective_batch_size=4, per_device_train_batch_size=4, logging_steps=1, warmup_steps=0)
     out = train(micro_model, pairs["group"], tmp_path / "dpo", config)
     losses = _losses(out)
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
@@ -96,8 +99,14 @@ def test_dpo_full_finetune_smoke(micro_model, pairs, tmp_path):
     assert losses[-1] < losses[0]                                # it learns to prefer the chosen responses
     meta = json.loads((out / "l2s_train.json").read_text())
     assert meta["method"] == "dpo" and meta["config"]["preset"] == "toy" and meta["pairs"]["n_rows"] == 12
+    assert meta["save_dtype"] == "float32" and meta["trainer_args"]["loss_type"] == ["sigmoid"]
     assert meta["provenance"]["packages"]["trl"] and meta["model"]["sha256:config.json"]
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    tokenization = meta["tokenization"]
+    assert tokenization["scheme"] == "sampled-text-v1" and tokenization["add_special_tokens"] is False
+    assert tokenization["prompt_source"] == {"prompt_text": 12, "prompt": 0, "chat_template": 0}
+    assert tokenization["eos_appended"] == 24 and tokenization["rows_dropped_prompt_fills_max_length"] == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= files
     before, after = _weights(micro_model), _weights(out)
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     _generates(out)
@@ -105,8 +114,8 @@ def test_dpo_full_finetune_smoke(micro_model, pairs, tmp_path):
 
 
 def test_rpo_alpha_adds_the_nll_of_the_chosen(micro_model, pairs, tmp_path):
-    config = preset_config("toy", rpo_alpha=0.5, max_steps=1, effective_batch_size=12,
-                           per_device_train_batch_size=12, logging_steps=1, warmup=0.0)
+    config = preset_config("toy", loss_weights=[1.0, 0.5], max_steps=1, effective_batch_size=12,
+                           per_device_train_batch_size=12, logging_steps=1, warmup_steps=0)
     out = train(micro_model, pairs["group"], tmp_path / "rpo", config)
     # step 0: log 2 + α · mean NLL of the chosen tokens; a random 99-way model has NLL near log 99
     nll = (_losses(out)[0] - math.log(2)) / 0.5
@@ -115,8 +124,8 @@ def test_rpo_alpha_adds_the_nll_of_the_chosen(micro_model, pairs, tmp_path):
 
 def test_lora_via_cli_merges_the_adapter(micro_model, pairs, tmp_path):
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("max_steps: 2\nlearning_rate: 0.01\neffective_batch_size: 4\nper_device_train_batch_size: 4\n"
-                   "lora_r: 4\nlora_alpha: 8\n")
+    cfg.write_text("max_steps: 2\nlearning_rate: 1e-2\neffective_batch_size: 4\nper_device_train_batch_size: 4\n"
+                   "lora: {r: 4, lora_alpha: 8}\n")  # YAML reads 1e-2 as a string: converted for a float
     out = tmp_path / "lora"
     assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--preset", "toy",
                  "--config", str(cfg), "--lora", "--out", str(out)]) == 0
@@ -124,7 +133,9 @@ def test_lora_via_cli_merges_the_adapter(micro_model, pairs, tmp_path):
     assert before.keys() == after.keys()                        # merged: plain Qwen2 weights, no lora_A/lora_B
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("proj" in k for k in changed)        # only the adapted linear layers moved
-    assert json.loads((out / "l2s_train.json").read_text())["config"]["lora"] is True
+    meta = json.loads((out / "l2s_train.json").read_text())
+    assert meta["config"]["lora"] == {"r": 4, "lora_alpha": 8, "lora_dropout": 0.05, "target_modules": "all-linear"}
+    assert meta["config"]["learning_rate"] == 0.01
     _generates(out)
 
 
@@ -138,21 +149,83 @@ def test_sft_variant_trains_with_sft_trainer(micro_model, pairs, tmp_path):
         train(micro_model, pairs["sft"], tmp_path / "x", preset_config("toy", method="dpo"))
 
 
+@pytest.mark.parametrize("source", ["group", "sft", "toy-s-group", "toy-s-sft"])
+def test_toy_ids_are_those_trls_own_tokenization_gave(micro_model, pairs, source, tmp_path):
+    """The toy chat template keeps a response whole (and its word-level tokenizer drops the newline after
+    <|im_end|>), so l2s's tokenization (prompt_text + response + eos, no special tokens) gives exactly the
+    ids TRL's own rendering of the conversational pairs gave: the committed toy study (runs/toy-s-adar1)
+    trained on these ids and stays valid."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOTrainer, SFTTrainer
+
+    from l2s.dpo.train import COLUMNS, TOKEN_COLUMNS, _trainer, load_pairs, tokenize_pairs
+
+    pairs_dir = pairs.get(source)
+    if pairs_dir is None:  # a copy: TRL's tokenization writes datasets cache files beside the dataset
+        pairs_dir = shutil.copytree(REPO / "runs" / "toy-s-adar1" / f"pairs-{source[6:]}", tmp_path / "pairs")
+    dataset, _ = load_pairs(pairs_dir)
+    method = "sft" if "sft" in source else "dpo"
+    tok = build_tokenizer()
+    args = preset_config("toy").trainer_args(method, str(tmp_path / "work"))
+    ids, _ = tokenize_pairs(dataset, tok, method, args.max_length, args.truncation_mode)
+    ours = _trainer(method, AutoModelForCausalLM.from_pretrained(micro_model), tok, ids, args, None)
+    trl_class = SFTTrainer if method == "sft" else DPOTrainer
+    theirs = trl_class(model=AutoModelForCausalLM.from_pretrained(micro_model), args=args, processing_class=tok,
+                       train_dataset=dataset.select_columns(list(COLUMNS[method])))
+    columns = ["input_ids", "labels"] if method == "sft" else list(TOKEN_COLUMNS[method])
+    ids = {name: t.train_dataset.select_columns(columns).to_dict() for name, t in (("l2s", ours), ("trl", theirs))}
+    assert ids["l2s"] == ids["trl"]
+
+
 def test_presets_match_the_papers():
     assert set(PRESETS) == {"adar1-7b", "adar1-1.5b", "wu-dpo", "toy"}
     a7, a1, wu = preset_config("adar1-7b"), preset_config("adar1-1.5b"), preset_config("wu-dpo")
-    assert (a7.beta, a1.beta, a7.learning_rate, a7.num_train_epochs, a7.effective_batch_size, a7.max_length,
-            a7.lora) == (0.1, 0.05, 5e-7, 2.0, 32, 4096, False)
-    assert (wu.lora, wu.lora_r, wu.learning_rate, wu.num_train_epochs, wu.max_length) == (True, 16, 5e-5, 3.0, 4096)
+    assert (a7.args["beta"], a1.args["beta"], a7.args["learning_rate"], a7.args["num_train_epochs"],
+            a7.effective_batch_size, a7.args["max_length"], a7.lora) == (0.1, 0.05, 5e-7, 2.0, 32, 4096, None)
+    assert a7.args["bf16"] is True and a7.save_dtype == "float32"
+    assert (wu.lora["r"], wu.args["learning_rate"], wu.args["num_train_epochs"], wu.args["max_length"]) == \
+        (16, 5e-5, 3.0, 4096)
     assert a7.gradient_accumulation_steps(1) == 32 and a7.gradient_accumulation_steps(8) == 4
     with pytest.raises(ValueError, match="not a multiple"):
         a7.gradient_accumulation_steps(3)
-    assert preset_config("toy", beta=0.3).beta == 0.3
-    from l2s.prefs.config import config_from_mapping
+    toy = preset_config("toy").args  # the committed toy study was trained with these: they must not change
+    assert (toy["learning_rate"], toy["beta"], toy["num_train_epochs"], toy["loss_type"], toy["loss_weights"]) == \
+        (1e-4, 0.1, 2.0, ["sigmoid", "sft"], [1.0, 1.0])
+    assert preset_config("toy", beta=0.3).args["beta"] == 0.3
+    plain_dpo = preset_config("toy", loss_type=["sigmoid"], loss_weights=None)
+    for config in (wu, plain_dpo, TrainConfig(args={"beta": 0.2})):
+        assert TrainConfig.from_options(config.to_dict()).to_dict() == config.to_dict()  # l2s_train.json reruns
+    assert TrainConfig.from_options({"lora": {"target_modules": ["q_proj"]}}).lora["target_modules"] == ["q_proj"]
+    with pytest.raises(ValueError, match="lora.r must be int"):
+        TrainConfig.from_options({"lora": {"r": "four"}})
 
-    assert config_from_mapping(TrainConfig, {"lora_target_modules": ["q_proj"]}).lora_target_modules == ["q_proj"]
-    with pytest.raises(ValueError, match="lora_target_modules must be"):
-        config_from_mapping(TrainConfig, {"lora_target_modules": "q_proj"})
+
+def test_config_file_preset_and_flags(tmp_path):
+    from l2s.cli import build_parser
+    from l2s.dpo.cli import options_from_args
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("preset: adar1-1.5b\nlearning_rate: 5e-6\nlora: {r: 8}\n")
+
+    def config(*flags):
+        args = build_parser().parse_args(["dpo", "--model", "m", "--pairs", "p", "--out", "o", *flags])
+        return TrainConfig.from_options(options_from_args(args), "c.yaml")
+
+    c = config("--config", str(cfg), "--lora", "--set", "loss_type=[sigmoid, sft]", "--set", "loss_weights=[1, 0.5]")
+    assert c.preset == "adar1-1.5b" and c.args["beta"] == 0.05 and c.args["learning_rate"] == 5e-6
+    assert c.lora["r"] == 8 and c.args["loss_weights"] == [1, 0.5]
+    c = config("--config", str(cfg), "--preset", "toy", "--beta", "0.2")  # flags > file > preset
+    assert c.preset == "toy" and c.args["beta"] == 0.2 and c.args["learning_rate"] == 5e-6
+    assert config().preset == "toy"
+
+
+def test_checkpoints_go_beside_the_output_but_never_into_runs(tmp_path, monkeypatch):
+    from l2s import paths
+    from l2s.dpo.train import work_dir
+
+    monkeypatch.setenv("L2S_CACHE", str(tmp_path / "cache"))
+    assert work_dir(tmp_path / "models" / "adar1") == tmp_path / "models" / ".adar1.work"
+    assert work_dir(paths.REPO_ROOT / "runs" / "x" / "adar1") == tmp_path / "cache" / "dpo-work" / "x" / "adar1"
 
 
 def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_path, capsys):
@@ -161,7 +234,11 @@ def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("adar1-70b")
     with pytest.raises(ValueError, match="beta must be > 0"):
-        TrainConfig(beta=0)
+        TrainConfig(args={"beta": 0})
+    with pytest.raises(ValueError, match="beta must be float, got 'high'"):
+        preset_config("toy", beta="high")
+    with pytest.raises(ValueError, match="gradient_accumulation_steps cannot be set"):
+        preset_config("toy", gradient_accumulation_steps=2)
     with pytest.raises(FileNotFoundError, match="not an `l2s pairs` output"):
         train(micro_model, tmp_path / "nowhere", tmp_path / "o1", preset_config("toy"))
     empty = tmp_path / "empty"
@@ -186,16 +263,21 @@ def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_
     cfg.write_text(json.dumps({"bta": 0.1}))
     assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o6"),
                  "--config", str(cfg)]) == 2
-    assert "unknown option(s) ['bta']" in capsys.readouterr().err
+    assert "unknown option(s) ['bta']: 'bta' (did you mean 'beta'?)" in capsys.readouterr().err
+    cfg.write_text(json.dumps({"preset": "adar1-70b"}))
+    assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o7"),
+                 "--config", str(cfg)]) == 2
+    assert "unknown preset 'adar1-70b'" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]
 
 
 def test_rpo_term_keeps_the_chosen_likely(micro_model, pairs, tmp_path):
     """The toy failure mode: plain DPO at a high lr pushes the rejected down and drags the chosen with it;
-    the NLL term (rpo_alpha) makes the chosen responses more likely instead."""
+    the NLL term (RPO α, loss_weights[1]) makes the chosen responses more likely instead."""
     chosen = {}
     for alpha in (None, 1.0):
-        config = preset_config("toy", rpo_alpha=alpha, learning_rate=5e-4, max_steps=30, effective_batch_size=12,
+        loss = dict(loss_type=["sigmoid"], loss_weights=None) if alpha is None else dict(loss_weights=[1.0, alpha])
+        config = preset_config("toy", **loss, learning_rate=5e-4, max_steps=30, effective_batch_size=12,
                                per_device_train_batch_size=12, logging_steps=10)
         out = train(micro_model, pairs["group"], tmp_path / f"a{alpha}", config)
         hist = [h for h in json.loads((out / "l2s_train.json").read_text())["log_history"] if "loss" in h]

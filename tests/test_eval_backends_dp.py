@@ -4,6 +4,10 @@ a fake backend whose response is a deterministic function of the request; vLLM o
 import functools
 import importlib.util
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -14,20 +18,27 @@ from l2s.eval.sampling import SamplingConfig
 
 
 class FakeBackend(Backend):
-    """Answers ``<key>|<seed>`` (plus ``@CUDA_VISIBLE_DEVICES`` with ``tag_env``), two requests per batch;
-    raises on the request whose key is ``fail_on``, or at construction with ``fail_at_init``; its process
-    exits at once on ``die_on``."""
+    """Answers ``<key>|<seed>`` (plus ``@CUDA_VISIBLE_DEVICES`` with ``tag_env``), two requests per batch
+    (after ``sleep_s``); raises on the request whose key is ``fail_on``, or at construction with
+    ``fail_at_init``; its process exits at once on ``die_on``; ``close()`` leaves a file named by its pid
+    in ``closed_dir``."""
 
-    def __init__(self, tag_env=False, fail_on=None, fail_at_init=False, die_on=None):
+    def __init__(self, tag_env=False, fail_on=None, fail_at_init=False, die_on=None, sleep_s=0.0, closed_dir=None):
         if fail_at_init:
             raise OSError("no such model: /nowhere")
         self.tag_env, self.fail_on, self.die_on = tag_env, fail_on, die_on
+        self.sleep_s, self.closed_dir = sleep_s, closed_dir
 
     def model_info(self):
         return {"config": {"fake": True}}
 
+    def close(self):
+        if self.closed_dir is not None:
+            (self.closed_dir / str(os.getpid())).touch()
+
     def generate(self, requests, sampling, progress=True):
         for start in range(0, len(requests), 2):
+            time.sleep(self.sleep_s)
             batch = requests[start:start + 2]
             out = []
             for r in batch:
@@ -70,7 +81,8 @@ def test_two_workers_same_results_as_one_each_request_once_on_its_own_devices():
         assert list(dp.generate([], SAMPLING, progress=False)) == []
     finally:
         dp.close()
-    assert all(not p.is_alive() for p in dp._procs)
+    assert len(dp._procs) == 2 and not any(p.daemon or p.is_alive() for p in dp._procs)
+    dp.close()  # a second close does nothing
 
 
 def test_shards_are_by_key_and_balanced():
@@ -90,7 +102,7 @@ def test_worker_error_names_its_shard():
             _collect(dp)
     finally:
         dp.close()
-    assert not dp._procs
+    assert not any(p.is_alive() for p in dp._procs)
     dp = DataParallelBackend(functools.partial(FakeBackend, die_on=bad), 2)
     try:
         with pytest.raises(RuntimeError, match=rf"worker shard {shard_of(bad, 2)}/2 died \(exit code 3\)"):
@@ -99,6 +111,71 @@ def test_worker_error_names_its_shard():
         dp.close()
     with pytest.raises(RuntimeError, match=r"worker shard \d/2 \(CUDA_VISIBLE_DEVICES=\d\) failed:(.|\n)*no such model: /nowhere"):
         DataParallelBackend(functools.partial(FakeBackend, fail_at_init=True), 2, devices=[["0"], ["1"]])
+
+
+def test_interrupted_generation_terminates_workers_which_close_their_backends(tmp_path):
+    dp = DataParallelBackend(functools.partial(FakeBackend, sleep_s=0.5, closed_dir=tmp_path), 2)
+    procs = list(dp._procs)
+    gen = dp.generate(REQUESTS, SAMPLING, progress=False)
+    next(gen)  # the workers are busy with the rest
+    start = time.monotonic()
+    dp.close()
+    assert time.monotonic() - start < 15  # SIGTERM at once, not the idle grace period
+    assert [p.exitcode for p in procs] == [128 + signal.SIGTERM] * 2  # exited through the SIGTERM handler
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(str(p.pid) for p in procs)  # backends closed
+    gen.close()
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from l2s.eval.backends.base import Backend
+from l2s.eval.backends.parallel import DataParallelBackend
+dp = DataParallelBackend(Backend, 2)
+print(" ".join(str(p.pid) for p in dp._procs), flush=True)
+if sys.argv[1] == "wait":
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _describe(pid: int) -> str:
+    try:
+        return " ".join(open(f"/proc/{pid}/{name}").read().replace("\0", " ").strip()
+                        for name in ("cmdline", "stat", "wchan"))
+    except OSError as e:
+        return f"{pid}: {e}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_workers_never_outlive_the_parent():
+    """Not daemonic (vLLM's engine needs children), yet a parent that exits without close() neither
+    hangs nor leaves workers, and a SIGKILLed parent takes its workers with it (PR_SET_PDEATHSIG)."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _ORPHAN_SCRIPT, "exit"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start < 60
+    assert not any(_alive(int(pid)) for pid in done.stdout.split())
+
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, "wait"], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in pids if _alive(pid)]
+    assert not alive, f"workers outlived their SIGKILLed parent: {[_describe(pid) for pid in alive]}"
 
 
 def test_bad_sizes_are_refused():
@@ -112,6 +189,7 @@ def test_bad_sizes_are_refused():
         gpu_groups(2, 2, visible=["0", "1", "2"])
     with pytest.raises(ValueError, match="only 0 visible"):
         gpu_groups(1, 1, visible=[])
+    assert gpu_groups(2, 1, visible=[], platform="cpu") is None  # vLLM's CPU build: the workers share the CPU
     with pytest.raises(ValueError, match="data_parallel_size must be >= 1"):
         gpu_groups(0, 1, visible=["0"])
     with pytest.raises(ValueError, match="tensor_parallel_size must be >= 1"):
@@ -146,12 +224,18 @@ def test_cli_flag_and_outputs_key(tmp_path):
 
 def test_evaluate_with_data_parallel_backend_writes_the_same_run(tmp_path):
     from l2s.eval import EvalConfig, evaluate
+    from l2s.toy.tokenizer import build_tokenizer
 
+    tok = build_tokenizer()  # evaluate measures the prompts with the backend's tokenizer
     runs = {}
     for n in (1, 2):
         cfg = EvalConfig(model="fake", datasets=("toy",), out=str(tmp_path / f"dp{n}"), prompt="raw", limit=5,
                          sampling=SamplingConfig(temperature=0.7, n=2, seed=5), data_parallel_size=n)
-        backend = FakeBackend() if n == 1 else DataParallelBackend(FakeBackend, 2)
+        if n == 1:
+            backend = FakeBackend()
+            backend.tokenizer = tok
+        else:
+            backend = DataParallelBackend(FakeBackend, 2, tokenizer=tok)
         try:
             runs[n] = evaluate(cfg, backend=backend, progress=False)
         finally:

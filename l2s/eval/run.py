@@ -20,7 +20,7 @@ from l2s.eval.backends import Request, make_backend, resolve_backend
 from l2s.eval.grading import GradeConfig, Grader
 from l2s.eval.measures import keyword_hits
 from l2s.eval.metrics import compute_metrics
-from l2s.eval.prompts import COT_STOP, PROMPTS, build_prompt, load_exemplars
+from l2s.eval.prompts import DEFAULT_STOP, PROMPTS, build_prompt, chat_messages, load_exemplars
 from l2s.eval.sampling import SamplingConfig
 from l2s.provenance import config_hash, file_sha256, provenance
 
@@ -50,6 +50,12 @@ class EvalConfig:
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # vllm: worker processes, each on tensor_parallel_size GPUs
     dtype: str = "auto"
+    # The context a response must fit in, prompt included: None = the model's max_position_embeddings.
+    # A request whose prompt + max_new_tokens exceeds it gets a smaller budget, recorded in its row
+    # (``budget``) and counted in metrics.json ``token_limit``: Qwen2.5-Math-7B has 4,096 positions,
+    # so its 8,192-token budget of Wu et al. can never be reached (vLLM would stop at the context).
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9  # vllm: share of GPU memory for weights and KV cache
     tags: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -69,8 +75,13 @@ class EvalConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.data_parallel_size > 1 and self.backend == "hf":
             raise ValueError("data_parallel_size > 1 needs the vllm backend (hf generates in one process)")
-        if self.prompt == "cot" and not self.sampling.stop:
-            self.sampling = SamplingConfig.from_dict({**self.sampling.to_dict(), "stop": list(COT_STOP)})
+        if self.max_model_len is not None and (not isinstance(self.max_model_len, int) or self.max_model_len < 2):
+            raise ValueError(f"max_model_len must be an integer >= 2 or None, got {self.max_model_len!r}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        if self.prompt in DEFAULT_STOP and not self.sampling.stop:
+            self.sampling = SamplingConfig.from_dict({**self.sampling.to_dict(),
+                                                      "stop": list(DEFAULT_STOP[self.prompt])})
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,7 +99,8 @@ class EvalConfig:
     def outputs_key(self) -> dict:
         """The part of the config that decides outputs (everything but where they go and the tags)."""
         d = self.to_dict()
-        for k in ("out", "tags", "data_parallel_size"):  # requests are seeded per key: N does not change outputs
+        # requests are seeded per key: N workers do not change outputs; memory share neither
+        for k in ("out", "tags", "data_parallel_size", "gpu_memory_utilization"):
             d.pop(k)
         d["grading"].pop("workers")
         return d
@@ -135,11 +147,36 @@ def _model_provenance(cfg: EvalConfig, backend) -> dict:
 
 
 def score_row(base: dict, response: str, n_tokens: int, finished: bool, truncated: bool, grade) -> dict:
-    """One generations.jsonl row (the contract's fields, plus ``grade_status``)."""
+    """One generations.jsonl row (the contract's fields, plus ``grade_status``; ``messages``: the chat
+    the prompt rendered, None for a text prompt, see :func:`l2s.eval.prompts.chat_messages`; ``budget``
+    only where the context capped the response's new tokens below ``max_new_tokens``)."""
     hits = keyword_hits(response)
-    return {**base, "response": response, "pred": grade.pred, "correct": grade.correct,
-            "grade_status": grade.status, "n_tokens": n_tokens, "finished": finished,
-            "truncated": truncated, "reflective": hits > 0, "keyword_hits": hits}
+    budget = base.pop("budget", None)
+    row = {**base, "response": response, "pred": grade.pred, "correct": grade.correct,
+           "grade_status": grade.status, "n_tokens": n_tokens, "finished": finished,
+           "truncated": truncated, "reflective": hits > 0, "keyword_hits": hits}
+    return row if budget is None else {**row, "budget": budget}
+
+
+def context_length(cfg: EvalConfig, backend) -> int | None:
+    """The tokens a prompt and its response may take together: ``max_model_len``, else the model's
+    ``max_position_embeddings`` (None when the backend does not say)."""
+    config = (backend.model_info() or {}).get("config") or {}
+    positions = config.get("max_position_embeddings")
+    if cfg.max_model_len is not None:
+        return cfg.max_model_len if positions is None else min(cfg.max_model_len, positions)
+    return positions
+
+
+def token_budget(max_new_tokens: int, context: int | None, prompt_tokens: int, where: str) -> int | None:
+    """A request's new-token budget when the context caps it below ``max_new_tokens``, else None."""
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return None
+    if prompt_tokens >= context:
+        raise ValueError(f"{where}: the prompt has {prompt_tokens} tokens, the model's context {context}: "
+                         "nothing can be generated; raise max_model_len (if the model allows it) or shorten "
+                         "the prompt (fewer n_shots)")
+    return context - prompt_tokens
 
 
 def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
@@ -166,11 +203,13 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
                         backend = make_backend(resolve_backend(cfg.backend), cfg.model, cfg.tokenizer,
                                                batch_size=cfg.batch_size, dtype=cfg.dtype,
                                                tensor_parallel_size=cfg.tensor_parallel_size,
-                                               data_parallel_size=cfg.data_parallel_size)
+                                               data_parallel_size=cfg.data_parallel_size,
+                                               max_model_len=cfg.max_model_len,
+                                               gpu_memory_utilization=cfg.gpu_memory_utilization)
                     except OSError as e:
                         raise FileNotFoundError(f"cannot load model {cfg.model!r}: {e}") from e
                 _generate(cfg, backend, grader, pending, gen_path, progress)
-            rows = finalize(out, wanted)
+            rows = finalize(out, wanted, cfg.sampling.max_new_tokens)
             if pending or not (out / PROVENANCE).exists():  # a no-op rerun keeps the record of the real run
                 backend_name = type(backend).__name__ if backend is not None else cfg.backend
                 io.atomic_write_json(out / PROVENANCE, provenance(seed=cfg.sampling.seed, backend=backend_name,
@@ -190,26 +229,40 @@ def _generate(cfg: EvalConfig, backend, grader: Grader, pending: list[tuple], ge
               progress: bool) -> None:
     """Generate the pending responses; grade, measure and append each batch as it arrives."""
     exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
+    context = context_length(cfg, backend)
+    limit = cfg.sampling.max_new_tokens
     prompt_of: dict[tuple, str] = {}
+    budget_of: dict[tuple, int | None] = {}
     base_of: dict[tuple, dict] = {}
     requests = []
     for name, row, s in pending:
-        if (name, row["id"]) not in prompt_of:
-            prompt_of[(name, row["id"])] = build_prompt(cfg.prompt, row["problem"], backend.tokenizer,
-                                                        exemplars, cfg.n_shots)
+        pid = (name, row["id"])
+        if pid not in prompt_of:
+            prompt_of[pid] = build_prompt(cfg.prompt, row["problem"], backend.tokenizer, exemplars, cfg.n_shots)
+            n_prompt = len(backend.tokenizer(prompt_of[pid], add_special_tokens=False).input_ids)
+            budget_of[pid] = token_budget(limit, context, n_prompt, f"{name} problem {row['id']}")
         key = (name, row["id"], s)
         base_of[key] = {"id": row["id"], "dataset": name, "level": row["level"], "sample": s,
-                        "prompt": prompt_of[(name, row["id"])], "answer": row["answer"]}
-        requests.append(Request(key, base_of[key]["prompt"]))
+                        "prompt": prompt_of[pid], "messages": chat_messages(cfg.prompt, row["problem"]),
+                        "answer": row["answer"]}
+        if budget_of[pid] is not None:
+            base_of[key]["budget"] = budget_of[pid]
+        requests.append(Request(key, base_of[key]["prompt"], max_new_tokens=budget_of[pid]))
+    capped = sum(b is not None for b in budget_of.values())
+    if capped:
+        log.warning("%d of %d prompts: max_new_tokens %d does not fit the model's context of %d tokens; "
+                    "their budget is capped to the context (recorded as 'budget' in their rows and in "
+                    "metrics.json token_limit)", capped, len(budget_of), limit, context)
     for batch in backend.generate(requests, cfg.sampling, progress=progress):
         grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
-        io.append_jsonl(gen_path, [score_row(base_of[r.key], g.text, len(g.token_ids), g.finished, g.truncated, gr)
+        io.append_jsonl(gen_path, [score_row(dict(base_of[r.key]), g.text, len(g.token_ids), g.finished, g.truncated, gr)
                                    for (r, g), gr in zip(batch, grades)])
 
 
-def finalize(out: Path, wanted: list[tuple]) -> list[dict]:
+def finalize(out: Path, wanted: list[tuple], max_new_tokens: int | None = None) -> list[dict]:
     """Rewrite generations.jsonl in canonical order (one row per wanted response; duplicates from
-    any older writer dropped) and write metrics.json."""
+    any older writer dropped) and write metrics.json (with ``token_limit``: the run's
+    ``max_new_tokens``, how many responses the context capped below it, how many hit their limit)."""
     gen_path = out / GENERATIONS
     by_key = {}
     for r in _read_done(gen_path):
@@ -219,5 +272,11 @@ def finalize(out: Path, wanted: list[tuple]) -> list[dict]:
         raise RuntimeError(f"{gen_path}: {len(missing)} responses missing after generation, e.g. {missing[:3]}")
     rows = [by_key[(n, row["id"], s)] for n, row, s in wanted]
     io.write_jsonl(gen_path, rows)
-    io.atomic_write_json(out / METRICS, compute_metrics(rows))
+    metrics = compute_metrics(rows)
+    if max_new_tokens is not None:
+        metrics["token_limit"] = {"max_new_tokens": max_new_tokens,
+                                  "capped_by_context": sum("budget" in r for r in rows),
+                                  "min_budget": min((r["budget"] for r in rows if "budget" in r), default=None),
+                                  "hit_limit": sum(bool(r["truncated"]) for r in rows)}
+    io.atomic_write_json(out / METRICS, metrics)
     return rows

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2s.io import read_json
-from l2s.reference import METHOD_LABELS, canonical_method, method_label
+from l2s.reference import canonical_method, method_label, method_labels
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def params_text(params: dict | None) -> str:
 
 def series_order(key: str, role: str) -> tuple:
     """Sort key: role order of the study, then the method order of the papers' tables."""
-    known = list(METHOD_LABELS)
+    known = list(method_labels())
     return (ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER),
             known.index(key) if key in known else len(known), key)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from l2s.io import atomic_write_bytes
-from l2s.reference import METHOD_LABELS
+from l2s.reference import method_labels
 
 RC = {
     "svg.hashsalt": "l2s",
@@ -53,7 +53,7 @@ def method_color(key: str) -> str:
     """One colour per method key, the same in every figure (tab20, in the papers' method order)."""
     if key in _FIXED_COLORS:
         return _FIXED_COLORS[key]
-    known = [k for k in METHOD_LABELS if k not in _FIXED_COLORS]
+    known = [k for k in method_labels() if k not in _FIXED_COLORS]
     cmap = matplotlib.colormaps["tab20"]
     i = known.index(key) if key in known else len(known) + sum(map(ord, key))
     return matplotlib.colors.to_hex(cmap((2 * i + i // 10) % 20))

@@ -15,6 +15,11 @@ shard's tensors at once). The file operations run on a background thread, overla
 merge's arithmetic; each shard is fsynced once, when complete, and handed to an optional callback
 (the executor hashes it in the background); every written shard is re-opened with
 ``safetensors.safe_open`` as a format check.
+
+Tied embeddings: a checkpoint whose config ties the output embedding to the input embedding
+(``tie_word_embeddings``, e.g. Qwen2.5-Math-1.5B) stores no ``lm_head.weight``. :meth:`Checkpoint.alias`
+lets it serve that name from ``model.embed_tokens.weight``, through the same reads (whole or by rows),
+so it can be merged with an untied fine-tune (see :func:`l2s.merge.executor.tie_embeddings`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 MAX_HEADER = 100 * 2**20
 HUB_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+# (output embedding, the input embedding a tied checkpoint uses for it): mergekit's ``tied_names`` of
+# lm_head.weight in its Qwen2/Llama/Mistral architecture definitions.
+TIED_EMBEDDINGS = ("lm_head.weight", "model.embed_tokens.weight")
 
 
 def resolve(path_or_id: str) -> Path:
@@ -166,6 +174,7 @@ class Checkpoint:
             if name not in self.files[shard].tensors:
                 raise ValueError(f"{self.path / shard}: corrupt shard: tensor {name!r} listed in {index} is missing")
         self.weight_map: dict[str, str] = dict(weight_map)
+        self.aliases: dict[str, str] = {}  # tensor name -> the stored tensor it is read as
         cfg = self.path / "config.json"
         self.config: dict = read_json(cfg) if cfg.is_file() else {}
         self._buffer = torch.empty(0, dtype=torch.uint8)
@@ -174,8 +183,29 @@ class Checkpoint:
     def names(self) -> list[str]:
         return sorted(self.weight_map)
 
+    def alias(self, name: str, stored: str) -> None:
+        """Serve tensor ``name`` from the stored tensor ``stored`` (a tied weight): its info and its
+        reads, whole or by rows, are those of ``stored``."""
+        self.weight_map[name] = self.weight_map[stored]
+        self.aliases[name] = self.aliases.get(stored, stored)
+
+    def ties_embeddings(self) -> bool:
+        """Whether the config ties the output embedding to the input embedding. When the config has
+        no ``tie_word_embeddings``, the default of transformers' config class for its ``model_type``
+        (False for qwen2 and llama in transformers 5.23); for a model type transformers does not know,
+        whether ``lm_head.weight`` is missing (the checkpoint then relies on the tie)."""
+        if "tie_word_embeddings" in self.config:
+            return bool(self.config["tie_word_embeddings"])
+        try:
+            from transformers import AutoConfig
+
+            default = AutoConfig.for_model(self.config["model_type"]).tie_word_embeddings
+        except (ImportError, KeyError, ValueError, AttributeError):
+            default = None
+        return bool(default) if default is not None else TIED_EMBEDDINGS[0] not in self.weight_map
+
     def info(self, name: str) -> TensorInfo:
-        return self.files[self.weight_map[name]].tensors[name]
+        return self.files[self.weight_map[name]].tensors[self.aliases.get(name, name)]
 
     def file_of(self, name: str) -> Path:
         return self.path / self.weight_map[name]
@@ -183,13 +213,14 @@ class Checkpoint:
     def read(self, name: str, rows: tuple[int, int] | None = None, reuse: bool = False) -> torch.Tensor:
         """Tensor ``name`` (or its ``rows``). ``reuse``: read into this checkpoint's one buffer — no
         fresh memory to fault in on every block, but the result is only valid until the next reuse read."""
+        shard, stored = self.files[self.weight_map[name]], self.aliases.get(name, name)
         if not reuse:
-            return self.files[self.weight_map[name]].read(name, rows)
+            return shard.read(stored, rows)
         info = self.info(name)
         nbytes = info.nbytes if rows is None else (rows[1] - rows[0]) * (info.nbytes // max(1, info.shape[0]))
         if self._buffer.numel() < nbytes:
             self._buffer = torch.empty(nbytes, dtype=torch.uint8)
-        return self.files[self.weight_map[name]].read(name, rows, into=self._buffer)
+        return shard.read(stored, rows, into=self._buffer)
 
     def shard_paths(self) -> list[Path]:
         return [self.path / s for s in self.files]

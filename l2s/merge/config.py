@@ -8,67 +8,97 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2s.merge.methods import METHODS, REQUIRED
+from l2s.merge.methods import METHODS, REQUIRED, aliases
 
-# Names the papers and the reference tables use for the same methods.
-ALIASES = {
-    "ta": "task_arithmetic", "task-arithmetic": "task_arithmetic", "ties_merging": "ties",
-    "dare_ta": "dare+task_arithmetic", "dare_task_arithmetic": "dare+task_arithmetic",
-    "dare_ties": "dare+ties", "dare_average": "dare+average", "dare": "dare+average",
-    "aim_ties": "aim+ties", "sens_merging": "sens", "lore_merging": "lore", "twin_merging": "twin",
-    "model_soup": "average",
-}
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
-DARE_CORES = ("average", "task_arithmetic", "ties")
-CALIBRATED = ("aim", "sens")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed method string: modifiers (``dare``, ``aim``) around one core method."""
+    """A parsed method string: modifiers (``dare``, ``aim``: kinds ``pre`` and ``post``) around one core
+    method. ``spec.<modifier>`` tells whether that modifier is used (``spec.dare``)."""
 
     core: str
-    dare: bool = False
-    aim: bool = False
+    modifiers: tuple[str, ...] = ()  # sorted
+
+    def __getattr__(self, name: str):
+        if name in METHODS and METHODS[name].kind != "core":
+            return name in self.modifiers
+        raise AttributeError(name)
+
+    @property
+    def pre(self) -> list[str]:
+        return [m for m in self.modifiers if METHODS[m].kind == "pre"]
+
+    @property
+    def post(self) -> list[str]:
+        return [m for m in self.modifiers if METHODS[m].kind == "post"]
 
     @property
     def name(self) -> str:
-        return "+".join([m for m, on in (("aim", self.aim), ("dare", self.dare)) if on] + [self.core])
+        return "+".join(self.post + self.pre + [self.core])
 
     @property
     def components(self) -> list[str]:
-        return [m for m, on in (("dare", self.dare), ("aim", self.aim)) if on] + [self.core]
+        return self.pre + self.post + [self.core]
 
     @property
     def needs_base(self) -> bool:
         return any(METHODS[c].needs_base for c in self.components)
 
     @property
+    def calibration(self) -> str | None:
+        """What calibration statistics the method needs: None, "base" or "participants"."""
+        kinds = {METHODS[c].needs.calibration for c in self.components} - {None}
+        return "participants" if "participants" in kinds else next(iter(kinds), None)
+
+    @property
     def needs_calibration(self) -> bool:
-        return self.aim or self.core == "sens"
+        return self.calibration is not None
+
+    def base_participates(self, params: dict) -> bool:
+        """Whether the base is one of the merged models (the core's ``base_participant`` parameter)."""
+        flag = METHODS[self.core].needs.base_participant
+        return bool(flag and params.get(flag))
+
+
+def _components(text: str, names: dict[str, str]) -> list[str]:
+    """The components of a method string: a whole key or alias stands for its method string
+    (``dare`` -> ``dare+average``); inside a ``+`` string a component keeps its name and another
+    spelling stands for its method string (``dare+ta`` -> dare, task_arithmetic)."""
+    if "+" not in text and text in names:
+        text = names[text]
+    parts: list[str] = []
+    for p in text.split("+"):
+        parts += [p] if p in METHODS or p not in names else names[p].split("+")
+    return parts
 
 
 def parse_method(method: str) -> MethodSpec:
-    """``"aim+dare+ties"`` → MethodSpec(core="ties", dare=True, aim=True); aliases such as ``dare_ties``."""
-    text = ALIASES.get(method.strip().lower(), method.strip().lower())
-    parts = [p if p in METHODS else ALIASES.get(p, p) for p in text.split("+")]
+    """``"aim+dare+ties"`` -> MethodSpec(core="ties", modifiers=("aim", "dare")); the registry's keys and
+    aliases (``dare_ties``, ``aim`` = ``aim+ties``, ``ta``) stand for their method strings."""
+    names = aliases()
+    text = method.strip().lower()
+    parts = _components(text, names)
     cores = sorted(n for n, m in METHODS.items() if m.kind == "core")
-    known = cores + sorted(ALIASES)
     for p in parts:
         if p not in METHODS:
-            raise ValueError(f"unknown merge method {p!r} in {method!r}; known: {', '.join(known)} "
-                             f"(modifiers dare and aim combine with '+', e.g. dare+ties, aim+ties)")
+            raise ValueError(f"unknown merge method {p!r} in {method!r}; known: {', '.join(sorted(names))} "
+                             f"(modifiers {', '.join(m for m in METHODS if METHODS[m].kind != 'core')} combine "
+                             f"with '+', e.g. dare+ties, aim+ties)")
     *mods, core = parts
     if METHODS[core].kind != "core":
         raise ValueError(f"{method!r} must end in a core method ({', '.join(cores)}); {core!r} is a modifier")
-    if any(METHODS[m].kind != "modifier" for m in mods) or len(set(mods)) != len(mods):
-        raise ValueError(f"{method!r}: only the modifiers dare and aim, each at most once, may precede {core!r}")
-    if "dare" in mods and core not in DARE_CORES:
-        raise ValueError(f"{method!r}: dare applies before {', '.join(DARE_CORES)}, not {core}")
-    if "aim" in mods and not METHODS[core].needs_base:
-        raise ValueError(f"{method!r}: aim relaxes a merge towards its base; {core} has no base")
-    return MethodSpec(core, dare="dare" in mods, aim="aim" in mods)
+    if any(METHODS[m].kind == "core" for m in mods) or len(set(mods)) != len(mods):
+        raise ValueError(f"{method!r}: only modifiers, each at most once, may precede {core!r}")
+    for m in mods:
+        allowed = METHODS[m].combines_with
+        if allowed is not None and core not in allowed:
+            raise ValueError(f"{method!r}: {m} applies before {', '.join(allowed)}, not {core}")
+        if METHODS[m].kind == "post" and METHODS[m].needs_base and not METHODS[core].needs_base:
+            raise ValueError(f"{method!r}: {m} relaxes a merge towards its base; {core} has no base")
+    return MethodSpec(core, tuple(sorted(mods)))
 
 
 def parse_value(text: str) -> Any:
@@ -189,14 +219,15 @@ class MergeConfig:
             raise ValueError(f"method {spec.name!r} needs a base model (task vectors are θ_i − θ_0): pass --base")
         if not spec.needs_base and self.base:
             raise ValueError(f"method {spec.name!r} does not use a base model; drop --base")
-        participants = len(self.models) + bool(params.get("include_base"))
-        if spec.core == "lore" and participants < 2:
-            raise ValueError("lore estimates a common base from at least 2 models: add a model or "
-                             "set include_base=true")
+        participants = len(self.models) + spec.base_participates(params)
+        least = METHODS[spec.core].min_participants
+        if participants < least:
+            flag = METHODS[spec.core].needs.base_participant
+            raise ValueError(f"{spec.core} estimates from at least {least} merged models, got {participants}: add a "
+                             f"model" + (f" or set {flag}=true" if flag else ""))
         if self.dtype.lower() not in DTYPES or DTYPES.get(self.compute_dtype.lower(), "auto") == "auto":
             raise ValueError(f"dtype {self.dtype!r} / compute_dtype {self.compute_dtype!r}: expected one of "
                              f"{sorted(set(DTYPES.values()))} (compute dtype not auto)")
-        parse_size(self.shard_size)
         if parse_size(self.shard_size) <= 0:
             raise ValueError("shard_size must be positive")
         if self.tokenizer_source is not None and self.tokenizer_source not in self.inputs:
@@ -204,9 +235,9 @@ class MergeConfig:
         if spec.needs_calibration:
             if not self.calibration:
                 raise ValueError(f"method {spec.name!r} needs calibration texts: pass --calibration FILE")
-            n_sens = participants if spec.core == "sens" else 1
-            if len(self.calibration) not in (1, n_sens):
-                raise ValueError(f"calibration: give one file, or one per merged model ({n_sens}), "
+            n_files = participants if spec.calibration == "participants" else 1
+            if len(self.calibration) not in (1, n_files):
+                raise ValueError(f"calibration: give one file, or one per merged model ({n_files}), "
                                  f"got {len(self.calibration)}")
             for c in self.calibration:
                 if not Path(c).is_file():

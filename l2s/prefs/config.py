@@ -34,9 +34,12 @@ class PairsConfig:
     instance_rejected: ``any`` = the paper (rejected among all responses of the preferred group);
         ``correct`` = the authors' code (rejected among its correct responses; if it has none,
         shortest wrong vs longest wrong). A pair never has chosen == rejected in either case.
-    baseline_source: samples the ``shortest_vs_longest`` baseline picks from: ``long`` (the long
-        model's, Ada-R1 Table 2) or ``pooled`` (long and short together: the short answer chosen over
-        the long one, as in Wu et al.'s DPO baseline).
+    baseline_source: samples the ``shortest_vs_longest`` baseline picks from: ``pooled`` (default:
+        the long and the short model's together, so the shortest correct answer, mostly a short one,
+        is chosen over the longest, mostly a long one: short chosen, long rejected, as in Wu et al.
+        2025's DPO baseline, Table 1) or ``long`` (the long model's samples only: where those are
+        near-identical, as on the toy world, almost every problem has no distinct pair and is
+        dropped: 3 pairs from 500 problems on toy-s).
     baseline_pairs: pairs per problem for the baseline (the 1st, 2nd, ... longest as rejected).
     drop_both_zero: drop problems where both models score 0 (Ada-R1 does).
     require_same_problems: a problem sampled by only one model is an error (else: use the common ones).
@@ -48,7 +51,7 @@ class PairsConfig:
     m1: int = 4
     m2: int = 2
     instance_rejected: str = "any"
-    baseline_source: str = "long"
+    baseline_source: str = "pooled"
     baseline_pairs: int = 1
     drop_both_zero: bool = True
     require_same_problems: bool = True
@@ -69,6 +72,19 @@ class PairsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def outputs_key(self) -> dict[str, Any]:
+        """The options that decide this variant's output (the others are not read by it): a pairs
+        directory built with the same key holds the same rows."""
+        return {k: v for k, v in self.to_dict().items() if k not in _UNUSED[self.variant]}
+
+
+# Options a variant does not read (epsilon and the filters decide every variant's problems.csv).
+_GROUP_ONLY, _INSTANCE_ONLY, _BASELINE_ONLY = ("m1", "seed"), ("m2", "instance_rejected"), ("baseline_source",
+                                                                                          "baseline_pairs")
+_UNUSED = {"bilevel": _BASELINE_ONLY, "group": _INSTANCE_ONLY + _BASELINE_ONLY,
+           "sft": _INSTANCE_ONLY + _BASELINE_ONLY, "instance": _GROUP_ONLY + _BASELINE_ONLY,
+           "shortest_vs_longest": _GROUP_ONLY + _INSTANCE_ONLY}
 
 
 def _check_type(cls: type, name: str, value: Any, source: str) -> Any:

@@ -80,7 +80,12 @@ def instance_pairs(preferred: list[Sample], m2: int, rejected_from: str = "any")
 
 
 def shortest_vs_longest(samples: list[Sample], n_pairs: int = 1) -> list[Pair]:
-    """The DPO baseline: shortest correct response chosen over the longest ones (Ada-R1 Table 2)."""
+    """The DPO baseline: shortest correct response chosen over the longest ones (Ada-R1 Table 2).
+
+    ``samples``: one problem's samples of the long model, or of both models pooled (the default of
+    :class:`~l2s.prefs.config.PairsConfig`, ``baseline_source``): then the chosen is mostly a short
+    answer and the rejected a long one, and near-identical long samples still give a pair.
+    """
     correct = [s for s in samples if s.correct]
     if not correct:
         return []

@@ -2,7 +2,10 @@
 
 Each model's samples are an ordinary evaluation run (``<out>/sample-long``, ``<out>/sample-short``),
 generated, graded and measured by :func:`l2s.eval.run.evaluate`, so they resume after a kill and feed
-``l2s pairs`` directly. Defaults are Luo et al. (2025)'s: K = 12, temperature 0.6, top_p 0.95.
+``l2s pairs`` directly. Defaults are Luo et al. (2025)'s: K = 12, temperature 0.6, top_p 0.95, and up
+to 16k new tokens per response (:data:`SAMPLE_MAX_NEW_TOKENS`): the limit is stated, never taken from a
+model's ``generation_config.json`` (R1-distill's sets none, and the evaluation default is 1,024). Each
+run's ``metrics.json`` ``token_limit`` records it and how many responses hit it.
 
 The toy splits are ordered by level; with a ``limit`` the first N problems would all be level 1. For
 ``toy`` the split is therefore written level-interleaved (L1, L2, ..., L5, L1, ...) into
@@ -19,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 STYLES = ("long", "short")
+SAMPLE_MAX_NEW_TOKENS = 16384  # Ada-R1 (Luo et al. 2025) samples the training responses up to 16k tokens
 
 
 @dataclass
 class SampleConfig:
-    """What to sample. ``max_new_tokens=None``: the long model's ``generation_config.json``
-    ``max_new_tokens`` if it sets one, else the evaluation default."""
+    """What to sample; ``max_new_tokens`` per response (default :data:`SAMPLE_MAX_NEW_TOKENS`)."""
 
     long_model: str
     short_model: str
@@ -37,7 +40,7 @@ class SampleConfig:
     k: int = 12
     temperature: float = 0.6
     top_p: float = 0.95
-    max_new_tokens: int | None = None
+    max_new_tokens: int = SAMPLE_MAX_NEW_TOKENS
     seed: int = 0
     backend: str = "auto"
     batch_size: int = 16
@@ -52,19 +55,11 @@ class SampleConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {self.limit!r}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def default_max_new_tokens(model: str) -> int | None:
-    """``max_new_tokens`` of a local checkpoint's ``generation_config.json``, if it sets one."""
-    from l2s.io import read_json
-
-    path = Path(model) / "generation_config.json"
-    return read_json(path).get("max_new_tokens") if path.is_file() else None
 
 
 def interleave_levels(rows: list[dict]) -> list[dict]:
@@ -106,9 +101,8 @@ def eval_configs(cfg: SampleConfig) -> dict[str, Any]:
     data_dir = cfg.data_dir
     if cfg.limit is not None:
         data_dir = balanced_data_dir((cfg.dataset,), cfg.split, cfg.data_dir, out / "data")
-    max_new = cfg.max_new_tokens or default_max_new_tokens(cfg.long_model)
     sampling = SamplingConfig(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                              **({"max_new_tokens": max_new} if max_new else {}))
+                              max_new_tokens=cfg.max_new_tokens)
     models = {"long": cfg.long_model, "short": cfg.short_model}
     return {style: EvalConfig(model=str(models[style]), datasets=(cfg.dataset,), out=str(out / f"sample-{style}"),
                               data_dir=data_dir, split=cfg.split, limit=cfg.limit, prompt=cfg.prompt,
@@ -129,11 +123,13 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Path]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from l2s.eval.prompts import PROMPTS
+
     p = sub.add_parser("sample", help="K samples per training problem from a long and a short model (Ada-R1)",
                        description="Sample K responses per problem from the long-CoT and the short-CoT model "
                                    "as two resumable evaluation runs OUT/sample-long and OUT/sample-short "
                                    "(input of `l2s pairs`). Options override --config, which overrides the "
-                                   "defaults (K 12, temperature 0.6, top_p 0.95).")
+                                   "defaults (K 12, temperature 0.6, top_p 0.95, 16,384 new tokens).")
     p.add_argument("--long", dest="long_model", help="long-CoT model (checkpoint directory or hub id)")
     p.add_argument("--short", dest="short_model", help="short-CoT model")
     p.add_argument("--out", help="output directory (rerun to resume)")
@@ -142,11 +138,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="default train")
     p.add_argument("--limit", type=int, help="first N problems (toy: level-balanced)")
     p.add_argument("--data-dir", help="directory of <dataset>/<split>.jsonl")
-    p.add_argument("--prompt", choices=["qwen25-math-cot", "chat", "cot", "raw"])
+    p.add_argument("--prompt", choices=PROMPTS)
     p.add_argument("--k", type=int, help="samples per problem and model (default 12)")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-p", type=float)
-    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", type=int, help=f"per response (default {SAMPLE_MAX_NEW_TOKENS}, Ada-R1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--backend", choices=["auto", "vllm", "hf"])
     p.add_argument("--batch-size", type=int)

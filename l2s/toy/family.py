@@ -63,8 +63,11 @@ class Recipe:
 
 
 SIZES = {
-    "micro": ToySize("micro", hidden_size=16, num_hidden_layers=1, intermediate_size=32,
-                     num_attention_heads=2, num_key_value_heads=1),
+    # micro: one head of 32, the smallest head vLLM's CPU attention takes (32, 64, 80, 96, 112, 128, ...),
+    # so tests/test_vllm_cpu.py runs on it. As small as that allows: trained with its short recipe, a
+    # larger micro (hidden 64, 2 layers) answers so uniformly that Ada-R1 finds no preference pair.
+    "micro": ToySize("micro", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
+                     num_attention_heads=1, num_key_value_heads=1),
     "s": ToySize("s", hidden_size=48, num_hidden_layers=3, intermediate_size=128),
     "m": ToySize("m", hidden_size=64, num_hidden_layers=4, intermediate_size=192),
     "l": ToySize("l", hidden_size=96, num_hidden_layers=4, intermediate_size=288),

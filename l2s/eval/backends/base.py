@@ -12,6 +12,17 @@ from l2s.eval.sampling import SamplingConfig
 class Request:
     key: tuple  # (dataset, id, sample): identifies the response in generations.jsonl
     prompt: str
+    max_new_tokens: int | None = None  # this request's own cap (e.g. to fit the model's context); None: none
+
+    def __post_init__(self):
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
+            raise ValueError(f"Request.max_new_tokens must be an integer >= 1 or None, got {self.max_new_tokens!r}")
+
+    def budget(self, sampling: SamplingConfig) -> int:
+        """How many tokens this request may generate: ``sampling.max_new_tokens``, or its own cap if smaller."""
+        if self.max_new_tokens is None:
+            return sampling.max_new_tokens
+        return min(sampling.max_new_tokens, self.max_new_tokens)
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,7 @@ class Generation:
     token_ids: list[int]  # generated tokens, without padding and without the final eos
     text: str
     finished: bool  # ended by eos or a stop string
-    truncated: bool  # hit max_new_tokens without finishing
+    truncated: bool  # hit its token budget (Request.budget) without finishing
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -29,8 +40,8 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 
 
 class Backend:
-    """Generates one response per request. ``generate`` yields lists of (request, generation) as
-    batches complete, so callers can save results as they arrive."""
+    """Generates one response per request, of at most :meth:`Request.budget` new tokens. ``generate``
+    yields lists of (request, generation) as batches complete, so callers can save results as they arrive."""
 
     tokenizer = None
 

@@ -3,7 +3,9 @@
 Requests are sorted by prompt length (longest first, so an out-of-memory error shows at once and
 padding is small) and generated ``batch_size`` at a time with ``model.generate``. Sampled decoding
 seeds torch per batch from the run seed and the batch's request keys, so the same requests give the
-same responses. Greedy responses do not depend on the seed.
+same responses. Greedy responses do not depend on the seed. A batch generates up to the largest
+token budget among its requests (:meth:`Request.budget`) and cuts each row to its own, which leaves
+greedy rows as they would be alone.
 """
 
 from __future__ import annotations
@@ -62,8 +64,7 @@ class HFBackend(Backend):
         lengths = [len(ids) for ids in tok([r.prompt for r in requests], add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(requests)), key=lambda i: (-lengths[i], i))
         eos_ids = self._eos_ids()
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tok.pad_token_id,
-                      eos_token_id=sorted(eos_ids), do_sample=not sampling.greedy)
+        kwargs = dict(pad_token_id=tok.pad_token_id, eos_token_id=sorted(eos_ids), do_sample=not sampling.greedy)
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k if sampling.top_k > 0 else None)
@@ -78,15 +79,17 @@ class HFBackend(Backend):
                       add_special_tokens=False).to(self.device)
             if not sampling.greedy:
                 torch.manual_seed(request_seed(sampling.seed, *[k for r in batch for k in r.key]))
+            budgets = [r.budget(sampling) for r in batch]
             with torch.inference_mode():
-                out = self.model.generate(**enc, **kwargs)
+                out = self.model.generate(**enc, **kwargs, max_new_tokens=max(budgets))
             new = out[:, enc["input_ids"].shape[1]:].tolist()
-            results = [(r, self._to_generation(ids, eos_ids, sampling)) for r, ids in zip(batch, new)]
+            results = [(r, self._to_generation(ids[:b], eos_ids, sampling, b))
+                       for r, ids, b in zip(batch, new, budgets)]
             bar.update(len(batch))
             yield results
         bar.close()
 
-    def _to_generation(self, ids: list[int], eos_ids: set[int], sampling: SamplingConfig) -> Generation:
+    def _to_generation(self, ids: list[int], eos_ids: set[int], sampling: SamplingConfig, budget: int) -> Generation:
         cut = next((i for i, t in enumerate(ids) if t in eos_ids), None)
         ended_by_eos = cut is not None
         ids = ids[:cut] if ended_by_eos else ids
@@ -94,4 +97,4 @@ class HFBackend(Backend):
         text, stopped = cut_at_stop(text, sampling.stop)
         finished = ended_by_eos or stopped
         return Generation(token_ids=ids, text=text, finished=finished,
-                          truncated=not finished and len(ids) >= sampling.max_new_tokens)
+                          truncated=not finished and len(ids) >= budget)

@@ -6,14 +6,28 @@ runs with ``CUDA_VISIBLE_DEVICES`` set to ``devices[i]`` and streams each finish
 through a queue, so the caller still saves results as they arrive. The orchestration knows nothing
 of vLLM: ``make_backend`` is any picklable zero-argument factory. Hand-written because vLLM's own
 data-parallel mode serves an API engine, not offline ``LLM.generate`` with results streamed per shard.
+
+The workers are not daemonic, because vLLM's ``LLM()`` starts an EngineCore child process and daemonic
+processes may not have children. They still never outlive the parent: on Linux each asks the kernel
+for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, so even a SIGKILLed parent leaves no worker
+behind), an idle worker also exits when it finds its parent gone, SIGTERM makes a worker close its
+backend (and so its engine) and exit, and the parent stops them in ``close()``, when the backend is
+garbage collected, and at interpreter exit (a multiprocessing finalizer, which runs before
+multiprocessing joins the non-daemonic children, so exit never hangs).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import multiprocessing as mp
+import multiprocessing.util
 import os
 import queue
+import signal
+import sys
+import time
 import traceback
 from typing import Callable, Iterator
 
@@ -23,6 +37,9 @@ from l2s.eval.backends.base import Backend, Generation, Request
 from l2s.eval.sampling import SamplingConfig
 
 POLL_S = 1.0  # how often the parent checks that its workers are alive while it waits
+STOP_GRACE_S = 60.0  # close(): how long idle workers may take to close their backends and exit
+TERM_GRACE_S = 30.0  # after SIGTERM, how long a worker may take to close its backend before SIGKILL
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def shard_of(key: tuple, n_shards: int) -> int:
@@ -40,43 +57,116 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def gpu_groups(n_workers: int, tensor_parallel_size: int, visible: list[str] | None = None) -> list[list[str]]:
-    """Consecutive groups of ``tensor_parallel_size`` GPUs, one per worker; needs n_workers × tp GPUs."""
+def gpu_groups(n_workers: int, tensor_parallel_size: int, visible: list[str] | None = None,
+               platform: str | None = "cuda") -> list[list[str]] | None:
+    """Consecutive groups of ``tensor_parallel_size`` GPUs, one per worker; needs n_workers × tp GPUs.
+    ``platform`` ``"cpu"`` (vLLM's CPU build, see :func:`l2s.eval.backends.vllm_platform`): there are no
+    GPUs to split, so None: the workers share the CPU and the environment is left as it is."""
     if n_workers < 1:
         raise ValueError(f"data_parallel_size must be >= 1, got {n_workers}")
     if tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+    if platform == "cpu":
+        return None
     visible = visible_gpus() if visible is None else list(visible)
     need = n_workers * tensor_parallel_size
     if need > len(visible):
         raise ValueError(f"data_parallel_size {n_workers} × tensor_parallel_size {tensor_parallel_size} = {need} "
-                         f"GPUs needed, but only {len(visible)} visible ({','.join(visible) or 'none'})")
+                         f"GPUs needed, but only {len(visible)} visible ({','.join(visible) or 'none'}); "
+                         f"lower data_parallel_size or tensor_parallel_size, or set CUDA_VISIBLE_DEVICES")
     return [visible[i * tensor_parallel_size:(i + 1) * tensor_parallel_size] for i in range(n_workers)]
 
 
-def _worker(shard: int, make_backend: Callable[[], Backend], devices: list[str] | None,
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies. The parent here is the
+    thread that started the worker, so a DataParallelBackend must live in a thread that outlives it."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _exit_on_sigterm(outbox, signum, frame) -> None:
+    """SIGTERM (``close()`` of a busy backend, or the parent's death): unwind, so the ``finally`` in
+    :func:`_worker` closes the backend, without waiting at exit for the parent to read the outbox."""
+    outbox.cancel_join_thread()
+    raise SystemExit(128 + signum)
+
+
+def _next_job(inbox, outbox, parent_pid: int):
+    """The next job from the parent, polling rather than blocking: the kernel may hand SIGTERM to
+    another thread of this process, whose C handler only flags it for the main thread, and a main
+    thread blocked in a read would never run the Python handler. Exits when the parent is gone, also
+    where PR_SET_PDEATHSIG does not exist."""
+    while True:
+        try:
+            return inbox.get(timeout=POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                outbox.cancel_join_thread()
+                raise SystemExit(1) from None
+
+
+def _worker(shard: int, make_backend: Callable[[], Backend], devices: list[str] | None, parent_pid: int,
             inbox, outbox) -> None:
     """Build a backend, report ``ready``, then serve ``(requests, sampling)`` jobs until ``None``."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, outbox))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     try:
         backend = make_backend()
         outbox.put(("ready", shard, backend.model_info()))
-    except BaseException:
+    except Exception:
         outbox.put(("error", shard, traceback.format_exc()))
         return
     try:
-        while (job := inbox.get()) is not None:
+        while (job := _next_job(inbox, outbox, parent_pid)) is not None:
             requests, sampling = job
             try:
                 for batch in backend.generate(requests, sampling, progress=False):
                     outbox.put(("batch", shard, batch))
                 outbox.put(("done", shard, None))
-            except BaseException:
+            except Exception:
                 outbox.put(("error", shard, traceback.format_exc()))
                 return
     finally:
         backend.close()
+
+
+class _Workers:
+    """The worker processes and their inboxes, kept apart from the backend so that a finalizer can
+    stop them without holding the backend alive."""
+
+    def __init__(self):
+        self.procs: list = []
+        self.inboxes: list = []
+        self.in_flight = False  # a generate() was left before all shards finished
+
+    def stop(self) -> None:
+        """Ask idle workers to stop and give them ``STOP_GRACE_S``; SIGTERM them at once if a
+        generation was cut short (an error, an interrupt), and SIGKILL any that outlast ``TERM_GRACE_S``."""
+        for inbox, p in zip(self.inboxes, self.procs):
+            if p.is_alive() and not self.in_flight:
+                inbox.put(None)
+        deadline = time.monotonic() + (0 if self.in_flight else STOP_GRACE_S)
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + TERM_GRACE_S
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for inbox in self.inboxes:
+            inbox.cancel_join_thread()
 
 
 class DataParallelBackend(Backend):
@@ -92,16 +182,18 @@ class DataParallelBackend(Backend):
         self.n_workers, self.devices, self.tokenizer = n_workers, devices, tokenizer
         ctx = mp.get_context("spawn")  # fork would copy the parent's CUDA state into every worker
         self._outbox = ctx.Queue()
-        self._inboxes = [ctx.Queue() for _ in range(n_workers)]
-        self._procs = []
-        self._in_flight = False  # a generate() was left before all shards finished
+        self._workers = _Workers()
+        # exitpriority >= 0: runs at interpreter exit before multiprocessing joins the (non-daemonic) workers
+        self._finalizer = multiprocessing.util.Finalize(self, self._workers.stop, exitpriority=10)
         try:
             for i in range(n_workers):
                 group = None if devices is None else list(devices[i])
-                p = ctx.Process(target=_worker, args=(i, make_backend, group, self._inboxes[i], self._outbox),
-                                name=f"l2s-dp-{i}", daemon=True)
+                inbox = ctx.Queue()
+                p = ctx.Process(target=_worker, args=(i, make_backend, group, os.getpid(), inbox, self._outbox),
+                                name=f"l2s-dp-{i}", daemon=False)
                 p.start()
-                self._procs.append(p)
+                self._workers.inboxes.append(inbox)
+                self._workers.procs.append(p)
             ready = {}
             while len(ready) < n_workers:
                 kind, shard, info = self._receive()
@@ -110,9 +202,13 @@ class DataParallelBackend(Backend):
                 ready[shard] = info
             self._model_info = ready[0]
         except BaseException:
-            self._in_flight = True  # do not wait for the other workers to finish loading
+            self._workers.in_flight = True  # do not wait for the other workers to finish loading
             self.close()
             raise
+
+    @property
+    def _procs(self) -> list:
+        return self._workers.procs
 
     def _where(self, shard: int) -> str:
         return f"shard {shard}/{self.n_workers}" + (
@@ -144,8 +240,8 @@ class DataParallelBackend(Backend):
             shards[shard_of(r.key, self.n_workers)].append(r)
         busy = {i for i, s in enumerate(shards) if s}
         for i in busy:
-            self._inboxes[i].put((shards[i], sampling))
-        self._in_flight = True
+            self._workers.inboxes[i].put((shards[i], sampling))
+        self._workers.in_flight = True
         bar = tqdm(total=len(requests), desc=f"generating ({self.n_workers} workers)", unit="resp",
                    disable=not progress)
         while busy:
@@ -157,19 +253,9 @@ class DataParallelBackend(Backend):
                 yield batch
             else:
                 raise RuntimeError(f"unexpected message {kind!r} from data-parallel {self._where(shard)}")
-        self._in_flight = False
+        self._workers.in_flight = False
         bar.close()
 
     def close(self) -> None:
-        """Ask idle workers to stop; terminate them at once if a generation was cut short (an error,
-        an interrupt), else after 60 s."""
-        for inbox, p in zip(self._inboxes, self._procs):
-            if p.is_alive() and not self._in_flight:
-                inbox.put(None)
-        for inbox, p in zip(self._inboxes, self._procs):
-            p.join(timeout=0 if self._in_flight else 60)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-            inbox.cancel_join_thread()
-        self._procs = []
+        """Stop the workers (see :meth:`_Workers.stop`); later calls do nothing."""
+        self._finalizer()

@@ -1,71 +1,49 @@
-"""SVD methods: LoRE-Merging and the SVD part of Twin-Merging. Exact SVDs (``torch.linalg.svd``)."""
+"""The SVD helpers of the SVD methods (:mod:`.lore`, :mod:`.twin`). Exact SVDs (``torch.linalg.svd``).
+
+With a CUDA device, each SVD and the low-rank product built from it run there in float32 (LoRE takes
+2 SVDs of every matrix per iteration: hours on CPU at 7B), and the result comes back to the
+input's device and dtype; without one they run on the CPU exactly as written.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from l2s.merge.methods import REQUIRED, Param, alpha_param, finite, register
+from l2s.merge.methods import bool_param
 
-INCLUDE_BASE = Param(True, "count the base θ_0 as one of the merged models (needed to merge a single "
-                           "fine-tune with its base, as in long-to-short merging)", "true or false",
-                     lambda v: isinstance(v, bool), bool)
+INCLUDE_BASE = bool_param(True, "count the base θ_0 as one of the merged models (needed to merge a single "
+                                "fine-tune with its base, as in long-to-short merging)")
+
+
+def svd_device() -> torch.device | None:
+    """Where the SVDs run: the CUDA device when there is one, else None (where the tensor is)."""
+    return torch.device("cuda") if torch.cuda.is_available() else None
+
+
+def to_svd_device(x: torch.Tensor) -> torch.Tensor:
+    """``x`` on :func:`svd_device` in float32; ``x`` itself when there is none."""
+    device = svd_device()
+    return x if device is None else x.to(device, torch.float32)
 
 
 def svt(x: torch.Tensor, tau: float) -> torch.Tensor:
     """Singular value thresholding: U · max(Σ − τ, 0) · Vᵀ, the proximal map of τ‖·‖_*."""
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    return (u * (s - tau).clamp_min(0)) @ vh
+    u, s, vh = torch.linalg.svd(to_svd_device(x), full_matrices=False)
+    return ((u * (s - tau).clamp_min(0)) @ vh).to(x.device, x.dtype)
 
 
 def truncate_rank(x: torch.Tensor, r: int) -> torch.Tensor:
     """Best rank-r approximation U_r Σ_r V_rᵀ of a matrix (Eckart–Young); vectors are returned whole."""
     if x.ndim != 2:
         return x
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    return (u[:, :r] * s[:r]) @ vh[:r]
+    u, s, vh = torch.linalg.svd(to_svd_device(x), full_matrices=False)
+    return ((u[:, :r] * s[:r]) @ vh[:r]).to(x.device, x.dtype)
 
 
-@register("lore", n_models=(1, None), params={
-    "mu": Param(REQUIRED, "singular-value threshold μ of the nuclear-norm penalty", "μ >= 0",
-                lambda v: finite(v) and v >= 0),
-    "iters": Param(10, "coordinate-descent iterations", "integer >= 1",
-                   lambda v: isinstance(v, int) and v >= 1, int),
-    "alpha": alpha_param(1.0, "scale of the merged low-rank task vectors"),
-    "include_base": INCLUDE_BASE,
-})
-def lore(base, models, mu, iters, alpha):
-    """LoRE-Merging (Liu et al. 2025, arXiv 2502.10749) on one tensor.
-
-    Estimates an approximate base θ_0' and low-rank task vectors δ_i without using the true base:
-        min_{θ_0', δ_i} Σ_i ½‖θ_0' + δ_i − θ_i‖²_F + μ‖δ_i‖_*
-    by coordinate descent from θ_0' = (1/n) Σ_i θ_i: δ_i = SVT_μ(θ_i − θ_0'), then θ_0' = (1/n) Σ_i (θ_i − δ_i)
-    (the paper's objective without the ½, so μ here is the singular-value threshold itself).
-    The low-rank vectors are then merged by task arithmetic: θ = θ_0' + α Σ_i δ_i.
-    ``models`` are all the merged models (the executor puts θ_0 first when ``include_base``). Tensors
-    that are not matrices (biases, norms) fall back to plain task arithmetic over the true base:
-    θ = θ_0 + α Σ_i (θ_i − θ_0).
-    """
-    if base.ndim != 2:
-        return base + alpha * sum(m - base for m in models)
-    theta0 = sum(models) / len(models)
-    for _ in range(iters):
-        deltas = [svt(m - theta0, mu) for m in models]
-        theta0 = sum(m - d for m, d in zip(models, deltas)) / len(models)
-    return theta0 + alpha * sum(deltas)
-
-
-@register("twin", params={
-    "r": Param(REQUIRED, "rank kept of each model's exclusive knowledge", "integer >= 1",
-               lambda v: isinstance(v, int) and v >= 1, int),
-    "alpha": alpha_param(0.7, "task-arithmetic scale of the shared model"),
-})
-def twin(base, models, r, alpha):
-    """Twin-Merging without its router (Lu et al. 2024, arXiv 2406.15479).
-
-    Shared expert θ* = θ_0 + α Σ_i δ_i (task arithmetic); exclusive knowledge of each model
-    v_i = θ_i − θ*, compressed to its rank-r SVD truncation; with the router's weights replaced by
-    the uniform 1/n:  θ = θ* + (1/n) Σ_i SVD_r(θ_i − θ*). Vectors (biases, norms) are rank one, so
-    their truncation is the vector itself.
-    """
-    shared = base + alpha * sum(m - base for m in models)
-    return shared + sum(truncate_rank(m - shared, r) for m in models) / len(models)
+def as_matrix(x: torch.Tensor) -> torch.Tensor:
+    """A tensor as the matrix the nuclear norm is taken of: a matrix itself, a vector (bias, norm
+    weight) as one row — its nuclear norm is its L2 norm and SVT shrinks that norm —, a higher-rank
+    tensor as its first dimension by the rest."""
+    if x.ndim == 2:
+        return x
+    return x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
