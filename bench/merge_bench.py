@@ -238,7 +238,7 @@ def main(argv=None) -> int:
 def report(rows: list[dict], mergekit: str) -> None:
     by = {r["run"]: r for r in rows}
     print(f"\n{mergekit}\n")
-    print(f"| run | wall (s) | peak RSS (MB) |\n|---|---:|---:|")
+    print("| run | wall (s) | peak RSS (MB) |\n|---|---:|---:|")
     for r in rows:
         status = "" if r["ok"] else " FAILED: " + " / ".join(r["error"])[:300]
         print(f"| {r['run']}{status} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} |")

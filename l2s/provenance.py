@@ -79,6 +79,23 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# The records l2s leaves in a checkpoint it wrote (merge, DPO, SFT, stand-in, toy training card).
+CHECKPOINT_RECORDS = ("l2s_merge.json", "l2s_train.json", "l2s_sft.json", "l2s_standin.json", "l2s_toy_card.json")
+
+
+def checkpoint_record(model: str | os.PathLike) -> dict[str, Any]:
+    """What identifies an input model of a training run: its path or hub id and, for a local
+    checkpoint, the SHA-256 of its config, weight index (or single weights file under 2 GiB) and of
+    the l2s records it carries."""
+    path = Path(model)
+    info: dict[str, Any] = {"path": str(model)}
+    if path.is_dir():
+        for name in ("config.json", "model.safetensors.index.json", "model.safetensors", *CHECKPOINT_RECORDS):
+            if (path / name).is_file() and (path / name).stat().st_size < 2**31:
+                info[f"sha256:{name}"] = file_sha256(path / name)
+    return info
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

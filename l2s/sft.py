@@ -214,23 +214,6 @@ def checkpoint_dtype(model_path: str) -> str:
     return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
-def model_info(model_path: str) -> dict[str, Any]:
-    """What identifies the input model: its path or hub id, and for a local checkpoint the SHA-256 of its
-    config and weight index (or single weights file under 2 GiB) and the l2s records it carries."""
-    from l2s.provenance import file_sha256
-
-    path = Path(model_path)
-    info: dict[str, Any] = {"path": model_path}
-    if path.is_dir():
-        for name in ("config.json", "model.safetensors.index.json", "model.safetensors"):
-            if (path / name).is_file() and (path / name).stat().st_size < 2**31:
-                info[f"sha256:{name}"] = file_sha256(path / name)
-        for name in ("l2s_merge.json", "l2s_train.json", "l2s_sft.json", "l2s_standin.json"):
-            if (path / name).is_file():
-                info[f"sha256:{name}"] = file_sha256(path / name)
-    return info
-
-
 def save_tokenizer(model_path: str, target: Path) -> None:
     """The input model's tokenizer into ``target``: a local checkpoint's files copied byte for byte (its chat
     template exactly as it was), a hub model's tokenizer saved as loaded."""
@@ -246,9 +229,9 @@ def save_tokenizer(model_path: str, target: Path) -> None:
 
 
 def _request(model_path: str, data: Path, config: SFTTrainConfig) -> dict[str, Any]:
-    from l2s.provenance import file_sha256
+    from l2s.provenance import checkpoint_record, file_sha256
 
-    return {"model": model_info(model_path), "data": {"path": str(data), "sha256": file_sha256(data)},
+    return {"model": checkpoint_record(model_path), "data": {"path": str(data), "sha256": file_sha256(data)},
             "config": config.to_dict()}
 
 

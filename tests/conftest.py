@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -38,3 +39,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@contextlib.contextmanager
+def study_in(root: Path, config: Path):
+    """Run ``l2s study --config config`` with cwd = ``root`` (its runs/ and figures/), a cache in
+    ``root/cache`` and one torch thread; yields the exit code, restores cwd and the environment."""
+    from l2s.cli import main
+
+    saved = {k: os.environ.get(k) for k in ("L2S_CACHE", "OMP_NUM_THREADS")}
+    os.environ.update(L2S_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        yield main(["study", "--config", str(config)])
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -13,10 +13,10 @@ import pytest
 
 from l2s import io
 from l2s import notebook_helpers as nh
-from l2s.cli import main
 from l2s.figures import FIGURES
 from l2s.study import MARKER, expand, load_config, run_study
 from l2s.toy import task
+from conftest import study_in
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ROOT / "configs" / "micro.yaml"
@@ -27,17 +27,8 @@ def study(tmp_path_factory):
     """Run configs/micro.yaml with cwd = a tmp root (its runs/ and figures/) and a tmp L2S_CACHE."""
     root = tmp_path_factory.mktemp("study")
     (root / "notebooks").symlink_to(ROOT / "notebooks")
-    saved = {k: os.environ.get(k) for k in ("L2S_CACHE", "OMP_NUM_THREADS")}
-    os.environ.update(L2S_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        code = main(["study", "--config", str(MICRO)])
+    with study_in(root, MICRO) as code:
         yield root, code
-    finally:
-        os.chdir(cwd)
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def close(a, b):

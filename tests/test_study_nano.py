@@ -3,7 +3,6 @@ step (configs/qwen-7b.yaml, configs/qwen-1.5b.yaml) with only the documented dif
 whole study runs end to end — calibration, every merge, evaluation on the six benchmarks, figures
 with measured nano panels — with nothing prepared by hand."""
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 from l2s import io
 from l2s.cli import main
 from l2s.study import MARKER, expand, load_config
+from conftest import study_in
 
 ROOT = Path(__file__).resolve().parent.parent
 NANO = ROOT / "configs" / "nano.yaml"
@@ -50,17 +50,8 @@ def nano_study(tmp_path_factory, shared_data):
     (root / "notebooks").symlink_to(ROOT / "notebooks")
     (root / "tests" / "data").symlink_to(ROOT / "tests" / "data")
     (top / "shared").symlink_to(shared_data.parent)
-    saved = {k: os.environ.get(k) for k in ("L2S_CACHE", "OMP_NUM_THREADS")}
-    os.environ.update(L2S_CACHE=str(root / "cache"), OMP_NUM_THREADS="1")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        code = main(["study", "--config", str(NANO)])
+    with study_in(root, NANO) as code:
         yield root, code
-    finally:
-        os.chdir(cwd)
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.mark.slow

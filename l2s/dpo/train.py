@@ -117,21 +117,6 @@ def last_checkpoint(work: Path) -> Path | None:
     return max((p for p in _checkpoints(work) if (p / TRAINER_STATE).is_file()), key=_step, default=None)
 
 
-def _model_info(model_path: str) -> dict[str, Any]:
-    from l2s.provenance import file_sha256
-
-    path = Path(model_path)
-    info: dict[str, Any] = {"path": model_path}
-    if path.is_dir():
-        for name in ("config.json", "model.safetensors.index.json", "model.safetensors"):
-            if (path / name).is_file() and (path / name).stat().st_size < 2**31:
-                info[f"sha256:{name}"] = file_sha256(path / name)
-        for name in ("l2s_merge.json", "l2s_train.json", "l2s_toy_card.json"):
-            if (path / name).is_file():
-                info[name] = read_json(path / name)
-    return info
-
-
 def _prepare_work_dir(work: Path, record: dict[str, Any], explicit: str | None, state) -> Path | None:
     """Check that ``work`` holds no checkpoints of another run, drop a torn newest checkpoint, and return
     the one to resume from: ``explicit`` (``resume_from_checkpoint``) or the last complete one. Every
@@ -336,7 +321,7 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
     from accelerate import PartialState
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from l2s.provenance import file_sha256, provenance
+    from l2s.provenance import checkpoint_record, file_sha256, provenance
     from l2s.tokenizers import load_tokenizer
 
     out = Path(out)
@@ -362,7 +347,7 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
     tokenized, tokenization = tokenize_pairs(dataset, tokenizer, method, args.max_length, args.truncation_mode)
     state = PartialState()
     pairs_file = Path(pairs_dir) / "pairs.jsonl"
-    inputs = {"model": _model_info(model_path),
+    inputs = {"model": checkpoint_record(model_path),
               "pairs": {"path": str(pairs_dir), "config": meta, "n_rows": dataset.num_rows,
                         "sha256:pairs.jsonl": file_sha256(pairs_file) if pairs_file.is_file() else None}}
     record = {"config": config.resume_key(), "model": inputs["model"], "pairs": inputs["pairs"],
