@@ -40,7 +40,7 @@ EVAL_MAX_NEW_TOKENS = 10240
 # Options that decide the outputs of existing stages: a rerun into the same ``out`` must keep them (the
 # pairs options are checked against each pairs directory's own config).
 _PINNED = ("long_model", "short_model", "alpha", "k", "temperature", "top_p", "train_dataset", "train_split",
-           "train_limit", "data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens",
+           "train_limit", "data_dir", "train_data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens",
            "sample_max_new_tokens", "eval_max_new_tokens", "dpo_preset", "seed")
 
 
@@ -64,6 +64,7 @@ class AdaR1Config:
     train_split: str = "train"
     train_limit: int | None = None
     data_dir: str | None = None
+    train_data_dir: str | None = None  # where the training problems are, if not in data_dir (the mix)
     prompt: str = "chat"
     eval_datasets: tuple = ("toy",)
     eval_split: str = "test"
@@ -75,6 +76,8 @@ class AdaR1Config:
     variants: tuple = VARIANTS
     baseline_source: str = "pooled"
     seed: int = 0
+    backend: str = "auto"  # sampling and evaluation: auto, hf, vllm
+    engine: dict = field(default_factory=dict)  # vLLM settings (l2s.prefs.sample.ENGINE_OPTIONS)
     tags: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,11 @@ class AdaR1Config:
             raise ValueError(f"unknown dpo_preset {self.dpo_preset!r}; expected one of {sorted(PRESETS)}")
         if not self.eval_datasets:
             raise ValueError("eval_datasets is empty")
+        from l2s.prefs.sample import ENGINE_OPTIONS
+
+        unknown = sorted(set(self.engine) - set(ENGINE_OPTIONS))
+        if unknown:
+            raise ValueError(f"engine: unknown option(s) {unknown}; expected some of {list(ENGINE_OPTIONS)}")
         for name in ("train_limit", "eval_limit", "max_new_tokens", "sample_max_new_tokens", "eval_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -200,8 +208,8 @@ def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: 
 
     evaluate(EvalConfig(model=str(model), datasets=cfg.eval_datasets, out=str(run), data_dir=data_dir,
                         split=cfg.eval_split, limit=cfg.eval_limit, prompt=cfg.prompt,
-                        sampling=SamplingConfig(max_new_tokens=token_limits(cfg)["eval"]),
-                        batch_size=EVAL_BATCH_SIZE, tags={**cfg.tags, **tags}))
+                        sampling=SamplingConfig(max_new_tokens=token_limits(cfg)["eval"]), backend=cfg.backend,
+                        batch_size=EVAL_BATCH_SIZE, **cfg.engine, tags={**cfg.tags, **tags}))
 
 
 def summarize(eval_runs: dict[str, Path], reference: str = "long") -> dict[str, Any]:
@@ -290,9 +298,10 @@ def run_adar1(cfg: AdaR1Config) -> dict:
 
     scfg = SampleConfig(long_model=cfg.long_model, short_model=cfg.short_model, out=str(out),
                         dataset=cfg.train_dataset, split=cfg.train_split, limit=cfg.train_limit,
-                        data_dir=cfg.data_dir, prompt=cfg.prompt, k=cfg.k, temperature=cfg.temperature,
-                        top_p=cfg.top_p, max_new_tokens=limits["sample"], seed=cfg.seed,
-                        batch_size=EVAL_BATCH_SIZE, tags={k: v for k, v in cfg.tags.items() if k != "role"})
+                        data_dir=cfg.train_data_dir or cfg.data_dir, prompt=cfg.prompt, k=cfg.k,
+                        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=limits["sample"], seed=cfg.seed,
+                        backend=cfg.backend, batch_size=EVAL_BATCH_SIZE, engine=cfg.engine,
+                        tags={k: v for k, v in cfg.tags.items() if k != "role"})
     sample_runs = {s: out / f"sample-{s}" for s in ("long", "short")}
     _stage(record, actions, "sample", all(map(_finished, sample_runs.values())), lambda: sample(scfg))
 

@@ -31,7 +31,8 @@ ROLES = ("quick", "slow", "short")
 def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, quick: str | None = None,
                    slow: str | None = None, short: str | None = None, standins: str | None = None,
                    tokenizers: dict | None = None, toy_data_per_level: int | None = None,
-                   calibration: str | None = None, s1k: dict | None = None, seed: int = 0) -> dict:
+                   calibration: str | None = None, s1k: dict | None = None, mix: dict | None = None,
+                   short_cot: dict | None = None, seed: int = 0) -> dict:
     """Write ``run_dir/models.json`` = ``{size, source, quick, slow, short, ...}``.
 
     With ``toy_size`` the toy family of that size is trained (or reused from the cache) by
@@ -43,7 +44,9 @@ def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, 
     (``run_dir/data/toy/{train,dev,test}.jsonl``, that many problems per level) for evaluations with
     ``data_dir`` — every level represented even with a handful of problems. ``calibration="s1k"``
     writes the s1K calibration files into the cache (:func:`s1k_calibration`) and records them, for
-    merges with ``calibration: s1k``.
+    merges with ``calibration: s1k``. Ada-R1 (Luo et al. 2025): ``mix`` writes the training mix
+    (:func:`training_mix`, recorded as ``train_data_dir``); ``short_cot`` builds the short-CoT model from
+    the slow one (:func:`short_cot_model`, recorded as ``short``).
     """
     run_dir = Path(run_dir)
     if sum([toy_size is not None, standins is not None, bool(quick or slow or short)]) > 1:
@@ -74,6 +77,15 @@ def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, 
     record = {"size": size, "source": source, "toy_size": toy_size, **models}
     if standins is not None:
         record["standins"] = standins
+    if mix is not None:
+        record["train_data_dir"] = training_mix(**mix)
+    if short_cot is not None:
+        if record.get("short"):
+            raise ValueError("give either short (a short-CoT checkpoint) or short_cot (build one), not both")
+        options = dict(short_cot)
+        if options.get("dataset", "mix") == "mix" and "solutions" not in options:
+            options.setdefault("data_dir", record.get("train_data_dir"))
+        record["short"] = short_cot_model(record["slow"], **options)
     if calibration is not None:
         if calibration != "s1k":
             raise ValueError(f"calibration must be 's1k' or None, got {calibration!r}")
@@ -102,6 +114,33 @@ def s1k_calibration(n: int = 100, seed: int = 0, source: str | None = None) -> d
     write_s1k_calibration(out, n=n, seed=seed, source=source)
     return {"short": str(out / "s1k-short.jsonl"), "long": str(out / "s1k-long.jsonl"),
             "manifest": str(out / "s1k.json")}
+
+
+def training_mix(**options) -> str:
+    """Ada-R1's training mix (:mod:`l2s.mix`, ``MixConfig`` options) in the cache, written once per
+    options; returns the data directory that holds ``mix/train.jsonl``."""
+    from l2s.mix import MixConfig, write_mix
+
+    cfg = MixConfig(**options)
+    out = paths.cache_dir() / "mix" / f"mix-{config_hash(cfg.to_dict())}"
+    if not (out / "mix" / "train.jsonl").is_file():
+        write_mix(out, cfg)
+    return str(out)
+
+
+def short_cot_model(long_model: str, preset: str = "short-cot", sft: dict | None = None, **options) -> str:
+    """Ada-R1's short-CoT model: ``long_model`` fine-tuned (``l2s sft``, ``preset`` with ``sft``
+    overrides) on short-CoT solutions built by :func:`l2s.short_cot.build_short_cot` (``ShortCoTConfig``
+    options: a ``solutions`` file, or a ``source_model`` that solves ``dataset``), both in the cache."""
+    from l2s.short_cot import ShortCoTConfig, build_short_cot
+    from l2s.sft import preset_config, train_sft
+
+    solutions = options.get("solutions")
+    key = config_hash({"long": long_model, "preset": preset, "sft": sft or {}, **options,
+                       "solutions_sha256": file_sha256(solutions) if solutions and Path(solutions).is_file() else None})
+    root = paths.cache_dir() / "short-cot" / key
+    data = build_short_cot(ShortCoTConfig(long_model=long_model, out=str(root / "data"), **options))
+    return str(train_sft(long_model, Path(data) / "sft.jsonl", root / "model", preset_config(preset, **(sft or {}))))
 
 
 def read_models(models_run: str | Path) -> dict:

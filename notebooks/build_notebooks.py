@@ -66,12 +66,14 @@ tokenizers = {}                 # stand-ins: {"qwen": dir or hub id, "r1": dir o
 toy_data_per_level = None       # also write a small toy split (problems per level) for quick studies
 calibration = None              # "s1k": write the s1K calibration files for AIM / Sens-Merging
 s1k = {}                        # their options: n (100), seed (0), source (hub simplescaling/s1K, or a file)
+mix = None                      # Ada-R1's training mix (l2s mix options: total, ratio, seed, data_dir), or None
+short_cot = None                # build the short-CoT model from slow (l2s short-cot options + preset), or None
 seed = 0
 """),
         code(SETUP + "\n\nfrom l2s import notebook_helpers as nh"),
         code("models = nh.prepare_models(run_dir, size=size, toy_size=toy_size, quick=quick, slow=slow, short=short,\n"
              "                           standins=standins, tokenizers=tokenizers, toy_data_per_level=toy_data_per_level,\n"
-             "                           calibration=calibration, s1k=s1k, seed=seed)\n"
+             "                           calibration=calibration, s1k=s1k, mix=mix, short_cot=short_cot, seed=seed)\n"
              "{k: models[k] for k in ('size', 'source', 'quick', 'slow', 'short')}"),
         md("""
 For the toy family, each model's training card says what it was trained on and for how long: the
@@ -200,7 +202,8 @@ top_p = 0.95
 train_dataset = "toy"
 train_split = "train"
 train_limit = None
-data_dir = None
+data_dir = None                      # benchmarks directory (None: the models run's, else the hub)
+train_data_dir = None                # training problems, if elsewhere (None: the models run's mix, if any)
 prompt = "chat"
 eval_datasets = ["toy"]
 eval_split = "test"
@@ -211,6 +214,8 @@ eval_max_new_tokens = None           #   evaluation (None: the paper's 10,240)
 dpo_preset = "toy"
 variants = ["bilevel"]               # + group, instance, sft (Table 3), shortest_vs_longest (baseline)
 baseline_source = "pooled"           # shortest_vs_longest from both models' samples ("long": the long model's)
+backend = "auto"                     # sampling and evaluation: auto, hf, vllm
+engine = {}                          # vllm: tensor_parallel_size, data_parallel_size, dtype, max_model_len, ...
 seed = 0
 """),
         code(SETUP + """
@@ -220,9 +225,12 @@ from l2s.adar1 import AdaR1Config, run_adar1"""),
         code("""models = nh.read_models(models_run)
 if data_dir is None:
     data_dir = models.get("data_dir")
+if train_data_dir is None:
+    train_data_dir = models.get("train_data_dir")
 cfg = AdaR1Config(long_model=models["slow"], short_model=models["short"], out=run_dir, alpha=alpha, k=k,
                   temperature=temperature, top_p=top_p, train_dataset=train_dataset, train_split=train_split,
-                  train_limit=train_limit, data_dir=data_dir, prompt=prompt, eval_datasets=eval_datasets,
+                  train_limit=train_limit, data_dir=data_dir, train_data_dir=train_data_dir, prompt=prompt,
+                  eval_datasets=eval_datasets, backend=backend, engine=engine,
                   eval_split=eval_split, eval_limit=eval_limit, max_new_tokens=max_new_tokens,
                   sample_max_new_tokens=sample_max_new_tokens, eval_max_new_tokens=eval_max_new_tokens,
                   baseline_source=baseline_source,

@@ -16,20 +16,26 @@ from conftest import study_in
 ROOT = Path(__file__).resolve().parent.parent
 NANO = ROOT / "configs" / "nano.yaml"
 REAL = {"nano-7b": ROOT / "configs" / "qwen-7b.yaml", "nano-1.5b": ROOT / "configs" / "qwen-1.5b.yaml"}
-# What the nano study may change in a step: the models, the data, the budget and the backend.
-NANO_ONLY = {"data_dir", "limit", "calibration_samples"}
-DIFFERS = {"quick", "slow", "standins", "tokenizers", "s1k", "size", "max_new_tokens", "backend",
-           "data_parallel_size", "gpu_memory_utilization", "run_a", "run_b", "models_run", "merge_run", "run_dir"}
+# What the nano study may change in a step: the models, the data, the budget and the backend (and for
+# Ada-R1: K, the training problems and the DPO preset).
+NANO_ONLY = {"data_dir", "limit", "calibration_samples", "train_data_dir", "eval_limit"}
+DIFFERS = {"quick", "slow", "standins", "tokenizers", "s1k", "mix", "short_cot", "size", "max_new_tokens",
+           "backend", "engine", "data_parallel_size", "gpu_memory_utilization", "run_a", "run_b", "models_run",
+           "merge_run", "run_dir", "k", "train_dataset", "sample_max_new_tokens", "eval_max_new_tokens",
+           "dpo_preset", "variants"}  # variants: see the nano-7b-adar1 step's comment
+ADAR1_IN_NANO = {"nano-7b"}  # CI runs Ada-R1 on one layout (the 7B one) to keep its time in bounds
 
 
-def _steps(path, prefix):
-    return [s for s in expand(load_config(path)) if s.name.startswith(prefix) and s.notebook.stem != "04_figures"]
+def _steps(path, prefix, adar1=True):
+    return [s for s in expand(load_config(path)) if s.name.startswith(prefix) and s.notebook.stem != "04_figures"
+            and (adar1 or s.notebook.stem != "03_adar1")]
 
 
 @pytest.mark.parametrize("family", sorted(REAL))
 def test_nano_runs_every_step_of_its_real_config(family):
     real_prefix = REAL[family].stem + "-"
-    nano, real = _steps(NANO, family + "-"), _steps(REAL[family], real_prefix)
+    adar1 = family in ADAR1_IN_NANO
+    nano, real = _steps(NANO, family + "-"), _steps(REAL[family], real_prefix, adar1)
     assert [s.name.removeprefix(family + "-") for s in nano] == [s.name.removeprefix(real_prefix) for s in real]
     for n, r in zip(nano, real):
         assert n.notebook == r.notebook, n.name
@@ -48,7 +54,7 @@ def nano_study(tmp_path_factory, shared_data):
     root = top / "repo"
     (root / "tests").mkdir(parents=True)
     (root / "notebooks").symlink_to(ROOT / "notebooks")
-    (root / "tests" / "data").symlink_to(ROOT / "tests" / "data")
+    (root / "tests" / "data").symlink_to(ROOT / "tests" / "data")  # s1K fixture, nano-train, short-CoT
     (top / "shared").symlink_to(shared_data.parent)
     with study_in(root, NANO) as code:
         yield root, code
@@ -82,12 +88,19 @@ def test_nano_study_runs_end_to_end(nano_study):
                 assert set(metrics["datasets"]) == {"gsm8k", "math500", "minerva_math", "olympiadbench",
                                                     "college_math", "aime24"}, s.name
                 assert metrics["overall"]["n"] == 12 and metrics["token_limit"]["max_new_tokens"] == 16
+    adar1 = io.read_json(runs / "nano-7b-adar1" / "summary.json")
+    assert set(adar1["runs"]) == {"long", "merge", "bilevel", "group", "sft", "shortest_vs_longest"}
+    assert all(p["n_rows"] > 0 for p in adar1["pairs"].values())
+    pairs = io.read_jsonl(runs / "nano-7b-adar1" / "pairs-bilevel" / "pairs.jsonl")
+    assert pairs[0]["prompt_text"].startswith("<｜begin▁of▁sentence｜>") and pairs[0]["prompt_text"].endswith(
+        "<｜Assistant｜><think>\n")  # R1's chat template
     table = pd.read_csv(root / "figures" / "length_accuracy.csv")
     panels = set(table["panel"])
     assert {"nano-7B — measured", "nano-1.5B — measured"} <= panels
     measured = table[table["panel"] == "nano-7B — measured"]
-    assert len(measured) == 12  # slow, quick and the 10 merges, each against the slow model of its size
-    assert set(measured["role"]) == {"slow", "quick", "merged"} and (measured["role"] == "merged").sum() == 10
+    # slow, quick, the 10 merges, and Ada-R1's plain (linear) merge and 4 variants, each against the slow model
+    roles = measured["role"].value_counts().to_dict()
+    assert roles == {"slow": 1, "quick": 1, "merged": 11, "adar1": 4}, roles
 
 
 @pytest.mark.slow
@@ -96,4 +109,4 @@ def test_nano_study_second_run_has_nothing_to_do(nano_study, capsys):
     capsys.readouterr()
     assert main(["study", "--config", str(NANO)]) == 0
     out = capsys.readouterr().out
-    assert "ran" in out.splitlines()[0] and " 38 done" in out.splitlines()[0]
+    assert "ran" in out.splitlines()[0] and " 39 done" in out.splitlines()[0]

@@ -23,6 +23,8 @@ from typing import Any
 
 STYLES = ("long", "short")
 SAMPLE_MAX_NEW_TOKENS = 16384  # Ada-R1 (Luo et al. 2025) samples the training responses up to 16k tokens
+# The EvalConfig fields that set up the generation engine, given through ``engine``.
+ENGINE_OPTIONS = ("tensor_parallel_size", "data_parallel_size", "dtype", "max_model_len", "gpu_memory_utilization")
 
 
 @dataclass
@@ -44,9 +46,15 @@ class SampleConfig:
     seed: int = 0
     backend: str = "auto"
     batch_size: int = 16
+    # vLLM engine settings passed to both evaluations (EvalConfig fields): tensor_parallel_size,
+    # data_parallel_size, dtype, max_model_len, gpu_memory_utilization
+    engine: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.engine) - set(ENGINE_OPTIONS))
+        if unknown:
+            raise ValueError(f"engine: unknown option(s) {unknown}; expected some of {list(ENGINE_OPTIONS)}")
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k (samples per problem) must be an integer >= 1, got {self.k!r}")
         if not self.temperature > 0:
@@ -106,7 +114,7 @@ def eval_configs(cfg: SampleConfig) -> dict[str, Any]:
     models = {"long": cfg.long_model, "short": cfg.short_model}
     return {style: EvalConfig(model=str(models[style]), datasets=(cfg.dataset,), out=str(out / f"sample-{style}"),
                               data_dir=data_dir, split=cfg.split, limit=cfg.limit, prompt=cfg.prompt,
-                              sampling=sampling, backend=cfg.backend, batch_size=cfg.batch_size,
+                              sampling=sampling, backend=cfg.backend, batch_size=cfg.batch_size, **cfg.engine,
                               tags={**cfg.tags, "stage": "sample", "style": style})
             for style in STYLES}
 
