@@ -57,3 +57,23 @@ def study_in(root: Path, config: Path):
         os.chdir(cwd)
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def micro_model(tmp_path_factory) -> Path:
+    """A random 2-layer Qwen2 over the toy world's word-level tokenizer (fast to train: DPO, SFT tests)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from l2s.toy.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    assert len(tok) <= config.vocab_size
+    path = tmp_path_factory.mktemp("micro") / "model"
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -21,22 +21,6 @@ from l2s.toy.tokenizer import build_tokenizer
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def micro_model(tmp_path_factory) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    assert len(tok) <= config.vocab_size
-    path = tmp_path_factory.mktemp("micro") / "model"
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _runs(root: Path) -> tuple[Path, Path]:
     """Toy problems: the long model writes `long` solutions (1 in 4 wrong), the short one `short` (all right)."""
     tok = build_tokenizer()

@@ -41,22 +41,6 @@ def r1_tokenizer(standins):
 
 
 @pytest.fixture(scope="module")
-def micro_model(tmp_path_factory) -> Path:
-    """A random 2-layer Qwen2 over the toy world's word-level tokenizer (fast to train)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    path = tmp_path_factory.mktemp("micro") / "model"
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def toy_data(tmp_path_factory) -> Path:
     """Toy problems with their short solutions, as prompt/completion rows in the toy chat format."""
     tok = build_tokenizer()
