@@ -108,11 +108,9 @@ class AdaR1Config:
             raise ValueError(f"unknown dpo_preset {self.dpo_preset!r}; expected one of {sorted(PRESETS)}")
         if not self.eval_datasets:
             raise ValueError("eval_datasets is empty")
-        from l2s.prefs.sample import ENGINE_OPTIONS
+        from l2s.prefs.sample import check_engine
 
-        unknown = sorted(set(self.engine) - set(ENGINE_OPTIONS))
-        if unknown:
-            raise ValueError(f"engine: unknown option(s) {unknown}; expected some of {list(ENGINE_OPTIONS)}")
+        check_engine(self.engine)  # before any stage runs, not only when sampling starts
         for name in ("train_limit", "eval_limit", "max_new_tokens", "sample_max_new_tokens", "eval_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

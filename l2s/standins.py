@@ -181,7 +181,7 @@ def _tokenizer(layout: ModelLayout, source: str):
     return tok
 
 
-def _qwen2_config(cfg: StandinConfig, layout: ModelLayout, tok):
+def _qwen2_config(cfg: StandinConfig, layout: ModelLayout):
     from transformers import Qwen2Config
 
     r1 = layout.tokenizer == "r1"
@@ -217,8 +217,8 @@ def build_standins(cfg: StandinConfig, cache: Path | None = None) -> dict[str, P
     toks = {role: _tokenizer(getattr(pair, role), cfg.tokenizer_source(role)) for role in ROLES}
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    quick = Qwen2ForCausalLM(_qwen2_config(cfg, pair.quick, toks["quick"])).to(torch.bfloat16)
-    slow = Qwen2ForCausalLM(_qwen2_config(cfg, pair.slow, toks["slow"])).to(torch.bfloat16)
+    quick = Qwen2ForCausalLM(_qwen2_config(cfg, pair.quick)).to(torch.bfloat16)
+    slow = Qwen2ForCausalLM(_qwen2_config(cfg, pair.slow)).to(torch.bfloat16)
     with torch.no_grad():  # real attention biases are not zero, and a zero tensor would get no task vector
         for name, p in quick.named_parameters():
             if name.endswith(".bias"):

@@ -27,6 +27,13 @@ SAMPLE_MAX_NEW_TOKENS = 16384  # Ada-R1 (Luo et al. 2025) samples the training r
 ENGINE_OPTIONS = ("tensor_parallel_size", "data_parallel_size", "dtype", "max_model_len", "gpu_memory_utilization")
 
 
+def check_engine(engine: dict) -> None:
+    """Refuse ``engine`` options that are not :data:`ENGINE_OPTIONS`, naming them."""
+    unknown = sorted(set(engine) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise ValueError(f"engine: unknown option(s) {unknown}; expected some of {list(ENGINE_OPTIONS)}")
+
+
 @dataclass
 class SampleConfig:
     """What to sample; ``max_new_tokens`` per response (default :data:`SAMPLE_MAX_NEW_TOKENS`)."""
@@ -52,9 +59,7 @@ class SampleConfig:
     tags: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.engine) - set(ENGINE_OPTIONS))
-        if unknown:
-            raise ValueError(f"engine: unknown option(s) {unknown}; expected some of {list(ENGINE_OPTIONS)}")
+        check_engine(self.engine)
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k (samples per problem) must be an integer >= 1, got {self.k!r}")
         if not self.temperature > 0:
