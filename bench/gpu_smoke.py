@@ -104,7 +104,8 @@ def real_model(work: Path, model: str, problems: int) -> bool:
                                                                       f"days. How many pens does it sell?",
                                                          "answer": f"#### {(i + 3) * (i + 2)}"}) + "\n"
                                              for i in range(problems)))
-    run, seconds, tokens = _timed_eval(model=model, datasets=["gsm8k"], out=str(work / "real"), data_dir=str(work / "data"),
+    run, seconds, tokens = _timed_eval(model=model, datasets=["gsm8k"], out=str(work / "real"),
+                                       data_dir=str(work / "data"),
                                        prompt="qwen25-math-cot", backend="vllm", dtype="bfloat16",
                                        sampling=SamplingConfig(max_new_tokens=1024))
     rows = _rows(run)

@@ -31,8 +31,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import zlib
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,7 +204,8 @@ def main(argv=None) -> int:
                "--models", ",".join(map(str, models)), "--shard-size", str(SHARD_BYTES)]
         for label, extra in [("l2s task_arithmetic", ["--method", "task_arithmetic", "--param", "alpha=1.0"]),
                              ("l2s ties k=0.8", ["--method", "ties", "--param", "k=0.8"]),
-                             ("l2s dare+ties p=0.3 k=0.8", ["--method", "dare+ties", "--param", "k=0.8", "--param", "p=0.3"])]:
+                             ("l2s dare+ties p=0.3 k=0.8",
+                              ["--method", "dare+ties", "--param", "k=0.8", "--param", "p=0.3"])]:
             runs.append((label, l2s + extra + ["--out", str(work / label.split()[1])]))
         (work / "naive.py").write_text(NAIVE)
         for method in ("task_arithmetic", "ties"):
@@ -251,8 +252,9 @@ def report(rows: list[dict], mergekit: str) -> None:
     for a, b, wall_goal, rss_goal in pairs:
         if a in by and b in by and by[a]["ok"] and by[b]["ok"]:
             w, m = by[a]["wall_s"] / by[b]["wall_s"], by[a]["peak_rss_mb"] / by[b]["peak_rss_mb"]
-            goal = ", ".join(g for g in [f"wall <= {wall_goal} ({'met' if w <= wall_goal else 'missed'})" if wall_goal else "",
-                                         f"RSS <= {rss_goal} ({'met' if m <= rss_goal else 'missed'})"] if g)
+            wall = f"wall <= {wall_goal} ({'met' if w <= wall_goal else 'missed'})" if wall_goal else ""
+            rss = f"RSS <= {rss_goal} ({'met' if m <= rss_goal else 'missed'})"
+            goal = ", ".join(g for g in [wall, rss] if g)
             print(f"| {a} / {b} | {w:.2f} | {m:.2f} | {goal} |")
         else:
             print(f"| {a} / {b} | n/a | n/a | not measured |")

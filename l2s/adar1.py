@@ -12,9 +12,11 @@
    tokens) on the eval split (``<out>/eval-long``, ``<out>/eval-merge``, ``<out>/eval-<variant>``).
 
 The token limits are stated, never taken from a model's generation config (:func:`token_limits`).
-Every stage is skipped when its output exists, so ``run_adar1`` resumes where a killed run stopped
-and a second call does no work. ``<out>/adar1.json`` records the config, the token limits, the
-checkpoint paths and the provenance; ``<out>/summary.json`` compares the runs with the long model by
+The stages are :mod:`l2s.pipeline` tasks, the study's runner: a finished stage is skipped, so
+``run_adar1`` resumes where a killed run stopped and a second call does no work; a stage whose
+inputs changed (say the DPO preset) reruns, and so does everything downstream of it, and nothing else.
+``<out>/adar1.json`` records the config, the token limits, the checkpoint paths and the provenance;
+``<out>/summary.json`` compares the runs with the long model by
 level, and states each run's token limit and how many responses hit it, each variant's pair count
 and coverage, and the ``warnings`` (pairs covering few problems, a chat template that would train on
 other text than was sampled).
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,6 @@ RECORD = "adar1.json"
 EVAL_BATCH_SIZE = 32
 # Ada-R1 (Luo et al. 2025) evaluates with up to 10,240 new tokens (sampling: l2s.prefs.sample, 16,384).
 EVAL_MAX_NEW_TOKENS = 10240
-# Options that decide the outputs of existing stages: a rerun into the same ``out`` must keep them (the
-# pairs options are checked against each pairs directory's own config).
-_PINNED = ("long_model", "short_model", "alpha", "k", "temperature", "top_p", "train_dataset", "train_split",
-           "train_limit", "data_dir", "train_data_dir", "prompt", "eval_split", "eval_limit", "max_new_tokens",
-           "sample_max_new_tokens", "eval_max_new_tokens", "dpo_preset", "seed")
-
-
 @dataclass
 class AdaR1Config:
     """The whole pipeline. ``variants``: any of :data:`l2s.prefs.config.VARIANTS`, default all: ``bilevel``
@@ -66,19 +60,19 @@ class AdaR1Config:
     data_dir: str | None = None
     train_data_dir: str | None = None  # where the training problems are, if not in data_dir (the mix)
     prompt: str = "chat"
-    eval_datasets: tuple = ("toy",)
+    eval_datasets: tuple[str, ...] = ("toy",)
     eval_split: str = "test"
     eval_limit: int | None = None
     max_new_tokens: int | None = None
     sample_max_new_tokens: int | None = None
     eval_max_new_tokens: int | None = None
     dpo_preset: str = "toy"
-    variants: tuple = VARIANTS
+    variants: tuple[str, ...] = VARIANTS
     baseline_source: str = "pooled"
     seed: int = 0
     backend: str = "auto"  # sampling and evaluation: auto, hf, vllm
-    engine: dict = field(default_factory=dict)  # vLLM settings (l2s.prefs.sample.ENGINE_OPTIONS)
-    tags: dict = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)  # vLLM settings (l2s.prefs.sample.ENGINE_OPTIONS)
+    tags: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from l2s.dpo.config import PRESETS
@@ -132,72 +126,41 @@ def token_limits(cfg: AdaR1Config) -> dict[str, int]:
             "eval": cfg.eval_max_new_tokens or cfg.max_new_tokens or EVAL_MAX_NEW_TOKENS}
 
 
-def _fingerprint(model: str) -> dict[str, Any]:
-    """What identifies a checkpoint without hashing gigabytes: its path, config hash and weight files'
-    sizes and modification times (a rebuilt checkpoint gets a new merge)."""
-    from l2s.provenance import config_hash
-
-    path = Path(model)
-    if not path.is_dir():
-        return {"model": model}
-    weights = sorted(path.glob("*.safetensors"))
-    return {"model": str(path.resolve()),
-            "config": config_hash(io.read_json(path / "config.json")) if (path / "config.json").is_file() else None,
-            "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]}
+def merge_fields(cfg: AdaR1Config) -> dict[str, Any]:
+    """The linear merge of Ada-R1 (α on the long model) as :class:`l2s.merge.MergeConfig` fields."""
+    return {"method": "linear", "base": None, "models": [cfg.long_model, cfg.short_model],
+            "params": {"alpha": cfg.alpha}, "seed": cfg.seed}
 
 
 def merged_path(cfg: AdaR1Config) -> Path:
-    """Where the plain merge of ``cfg`` lives in the cache (a function of its inputs and α)."""
-    from l2s.provenance import config_hash
+    """Where the plain merge of ``cfg`` lives in the cache (:func:`l2s.merge.cache.merged_path`)."""
+    from l2s.merge.cache import merged_path as cache_path
 
-    key = config_hash({"method": "linear", "alpha": cfg.alpha,
-                       "models": [_fingerprint(cfg.long_model), _fingerprint(cfg.short_model)]})
-    return paths.cache_dir() / "merged" / f"adar1-linear-a{cfg.alpha:g}-{key}"
+    return cache_path(f"adar1-linear-a{cfg.alpha:g}", merge_fields(cfg))
 
 
 def trained_path(cfg: AdaR1Config, variant: str, merged: Path, pairs_dir: Path) -> Path:
     """Where the DPO/SFT model of one variant lives in the cache: keyed by the merge, the pairs and the preset."""
     from l2s.dpo.config import preset_config
-    from l2s.provenance import config_hash, file_sha256
+    from l2s.provenance import checkpoint_record, config_hash, file_sha256
 
-    key = config_hash({"merged": _fingerprint(str(merged)), "pairs": file_sha256(pairs_dir / "pairs.jsonl"),
+    key = config_hash({"merged": checkpoint_record(merged), "pairs": file_sha256(pairs_dir / "pairs.jsonl"),
                        "train": preset_config(cfg.dpo_preset, seed=cfg.seed).to_dict()})
     return paths.cache_dir() / "adar1" / f"{variant}-{cfg.dpo_preset}-{key}"
 
 
-def _check_record(cfg: AdaR1Config, out: Path) -> dict[str, Any]:
-    """The run record; a rerun with other pinned options into the same ``out`` is an error."""
-    record_path = out / RECORD
-    if not record_path.is_file():
-        return {"config": cfg.to_dict(), "models": {}, "stages": {}}
-    record = io.read_json(record_path)
-    old = record.get("config") or {}
-    diff = [k for k in _PINNED if old.get(k) != cfg.to_dict()[k]]
-    if diff:
-        raise FileExistsError(f"{out} holds an Ada-R1 run with different {diff}; choose another out or delete it")
-    record["config"] = cfg.to_dict()
-    return record
+def _clear(*dirs: Path):
+    """Before a stale stage reruns, its output directories go (they hold results of other inputs); a
+    stage whose outputs are only missing (a killed run) resumes in place."""
+    import shutil
 
-
-def _stage(record: dict, actions: dict, name: str, done: bool, work) -> None:
-    """Run ``work`` unless ``done``. ``actions`` (this call) says "ran" or "skipped"; the record keeps,
-    per stage, when it last ran and how long it took."""
-    if done:
-        actions[name] = "skipped"
-        log.info("ada-r1: %s exists; skipped", name)
-        return
-    t0 = time.time()
-    log.info("ada-r1: %s", name)
-    work()
-    actions[name] = "ran"
-    record["stages"][name] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1)}
-
-
-def _finished(run: Path, model: Path | str | None = None) -> bool:
-    """A finished evaluation run (of ``model``: a run of another model, e.g. after the DPO preset
-    changed, is not skipped, and evaluating into it fails with a clear error)."""
-    done = (run / "metrics.json").is_file() and (run / "provenance.json").is_file()
-    return done and (model is None or io.read_json(run / "config.json").get("model") == str(model))
+    def before_rerun(state: str) -> None:
+        if state == "stale":
+            for d in dirs:
+                if d.is_dir():
+                    log.info("ada-r1: %s was made with other inputs; clearing it", d)
+                    shutil.rmtree(d)
+    return before_rerun
 
 
 def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: str | None) -> None:
@@ -214,8 +177,9 @@ def summarize(eval_runs: dict[str, Path], reference: str = "long") -> dict[str, 
     """Per run and eval dataset: accuracy, mean tokens, reflective (long-CoT) ratio, overall and by
     level, and the length change and accuracy delta vs the ``reference`` run (Ada-R1 Table 1's columns)."""
     from l2s.eval.metrics import compare
+    from l2s.runs import read_run
 
-    metrics = {name: io.read_json(Path(run) / "metrics.json") for name, run in eval_runs.items()}
+    metrics = {name: read_run(run).metrics for name, run in eval_runs.items()}
     keys = ("n", "accuracy", "mean_tokens", "reflective_ratio")
     out: dict[str, Any] = {}
     for name, m in metrics.items():
@@ -254,45 +218,43 @@ def pairs_overview(pairs_dirs: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def _pairs_done(pairs_dir: Path, want, eval_run: Path) -> bool:
-    """Whether ``pairs_dir`` holds the pairs of PairsConfig ``want``; pairs built with other options
-    (e.g. an older l2s built the baseline from the long model's samples only) are an error."""
-    from l2s.prefs import PairsConfig
-
-    if not (pairs_dir / "summary.json").is_file():
-        return False
-    old = PairsConfig(**io.read_json(pairs_dir / "config.json")["pairs"]).outputs_key()
-    diff = sorted(k for k, v in want.outputs_key().items() if old.get(k) != v)
-    if diff:
-        raise FileExistsError(f"{pairs_dir} holds pairs built with other options (differs in {diff}); delete "
-                              f"{pairs_dir} and {eval_run}, then rerun to rebuild, retrain and re-evaluate them")
-    return True
-
-
 def run_adar1(cfg: AdaR1Config) -> dict:
-    """Run (or resume) the pipeline; returns every path: ``merged``, ``sample_runs``, ``pairs``,
-    ``models`` (variant -> checkpoint), ``eval_runs`` (name -> run dir), ``record``, ``summary`` and
-    ``stages`` (stage -> "ran" or "skipped" in this call)."""
+    """Run (or resume) the pipeline as :mod:`l2s.pipeline` tasks (markers in ``<out>/stages/``): a stage
+    whose inputs changed reruns with everything downstream, a finished one is skipped. Returns every
+    path: ``merged``, ``sample_runs``, ``pairs``, ``models`` (variant -> checkpoint), ``eval_runs`` (name ->
+    run dir), ``record``, ``summary`` and ``stages`` (stage -> "ran" or "skipped" in this call)."""
     from l2s.dpo.config import preset_config
     from l2s.dpo.train import train
     from l2s.merge import MergeConfig, already_merged, merge
+    from l2s.pipeline import Task
+    from l2s.pipeline import run as run_tasks
     from l2s.prefs import PairsConfig, write_pairs
     from l2s.prefs.groups import token_limit
     from l2s.prefs.sample import SampleConfig, balanced_data_dir, sample
-    from l2s.provenance import provenance
+    from l2s.provenance import checkpoint_record, provenance
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = _check_record(cfg, out)
-    limits = record["token_limits"] = token_limits(cfg)
-    actions: dict[str, str] = {}
-    io.atomic_write_json(out / RECORD, record)
+    stages = out / "stages"
+    limits = token_limits(cfg)
+    inputs = {"long": checkpoint_record(cfg.long_model), "short": checkpoint_record(cfg.short_model)}
+    tasks: list[Task] = []
+
+    def stage(name: str, key: Any, work, outputs=(), deps=(), clear=(), artifacts: bool = False):
+        def go():  # only the merge and the trained models are artifacts (cache paths) of their stage
+            made = work()
+            return made if artifacts else None
+        tasks.append(Task(name=name, key=key, marker=stages / f"{name}.json", work=go, outputs=tuple(outputs),
+                          deps=tuple(deps), before_rerun=_clear(*clear)))
 
     merged = merged_path(cfg)
-    merge_cfg = MergeConfig(method="linear", models=[cfg.long_model, cfg.short_model], params={"alpha": cfg.alpha},
-                            out=str(merged), seed=cfg.seed, overwrite=True)
-    _stage(record, actions, "merge", already_merged(merge_cfg), lambda: merge(merge_cfg))
-    record["models"]["merged"] = str(merged)
+    merge_cfg = MergeConfig(out=str(merged), overwrite=True, **merge_fields(cfg))
+
+    def do_merge():
+        if not already_merged(merge_cfg):
+            merge(merge_cfg)
+        return [merged]
+    stage("merge", {"merged": str(merged)}, do_merge, artifacts=True)
 
     scfg = SampleConfig(long_model=cfg.long_model, short_model=cfg.short_model, out=str(out),
                         dataset=cfg.train_dataset, split=cfg.train_split, limit=cfg.train_limit,
@@ -301,33 +263,62 @@ def run_adar1(cfg: AdaR1Config) -> dict:
                         backend=cfg.backend, batch_size=EVAL_BATCH_SIZE, engine=cfg.engine,
                         tags={k: v for k, v in cfg.tags.items() if k != "role"})
     sample_runs = {s: out / f"sample-{s}" for s in ("long", "short")}
-    _stage(record, actions, "sample", all(map(_finished, sample_runs.values())), lambda: sample(scfg))
+    sample_key = {**inputs, **{k: v for k, v in scfg.to_dict().items() if k not in ("out", "backend", "engine")}}
+    stage("sample", sample_key, lambda: sample(scfg), [r / "metrics.json" for r in sample_runs.values()],
+          clear=sample_runs.values())
 
     pairs, models = {}, {}
     for variant in cfg.variants:
         pairs[variant] = out / f"pairs-{variant}"
         pcfg = PairsConfig(variant=variant, baseline_source=cfg.baseline_source, seed=cfg.seed)
-        _stage(record, actions, f"pairs-{variant}", _pairs_done(pairs[variant], pcfg, out / f"eval-{variant}"),
-               lambda v=variant, c=pcfg: write_pairs(pairs[v], sample_runs["long"], sample_runs["short"], c,
-                                                     tokenizer=merged))
-        models[variant] = trained_path(cfg, variant, merged, pairs[variant])
-        _stage(record, actions, f"train-{variant}", (models[variant] / "l2s_train.json").is_file(),
-               lambda v=variant: train(merged, pairs[v], models[v], preset_config(cfg.dpo_preset, seed=cfg.seed)))
-        record["models"][variant] = str(models[variant])
-        io.atomic_write_json(out / RECORD, record)
+        stage(f"pairs-{variant}", pcfg.outputs_key(),
+              lambda v=variant, c=pcfg: write_pairs(pairs[v], sample_runs["long"], sample_runs["short"], c,
+                                                    tokenizer=merged),
+              [pairs[variant] / "summary.json"], deps=("sample", "merge"), clear=[pairs[variant]])
+
+        def do_train(v=variant):
+            models[v] = trained_path(cfg, v, merged, pairs[v])
+            if not (models[v] / "l2s_train.json").is_file():
+                train(merged, pairs[v], models[v], preset_config(cfg.dpo_preset, seed=cfg.seed))
+            return [models[v]]
+        stage(f"train-{variant}", {"train": preset_config(cfg.dpo_preset, seed=cfg.seed).to_dict()}, do_train,
+              deps=(f"pairs-{variant}", "merge"), artifacts=True)
 
     data_dir = cfg.data_dir
     if cfg.eval_limit is not None:
         data_dir = balanced_data_dir(cfg.eval_datasets, cfg.eval_split, cfg.data_dir, out / "data")
-    evals: dict[str, tuple[Path | str, dict]] = {
-        "long": (cfg.long_model, {"role": "reference", "method": "long"}),
-        "merge": (merged, {"role": "merged", "method": "linear", "params": {"alpha": cfg.alpha}}),
-        **{v: (models[v], {"role": "adar1", "method": v}) for v in cfg.variants}}
+    evals: dict[str, tuple[str, dict]] = {
+        "long": ("long", {"role": "reference", "method": "long"}),
+        "merge": ("merge", {"role": "merged", "method": "linear", "params": {"alpha": cfg.alpha}}),
+        **{v: (f"train-{v}", {"role": "adar1", "method": v}) for v in cfg.variants}}
     eval_runs = {}
-    for name, (model, tags) in evals.items():
+    inside = data_dir is not None and Path(data_dir).is_relative_to(out)  # the balanced split: keyed by its recipe
+    eval_key = {"datasets": list(cfg.eval_datasets), "split": cfg.eval_split, "limit": cfg.eval_limit,
+                "data_dir": Path(data_dir).relative_to(out).as_posix() if inside else data_dir,
+                "source_data_dir": cfg.data_dir, "prompt": cfg.prompt, "max_new_tokens": limits["eval"],
+                "tags": cfg.tags}
+
+    def model_of(source: str) -> Path | str:
+        if source == "long":
+            return cfg.long_model
+        if source == "merge":
+            return merged
+        return models.get(source[len("train-"):]) or Path(_marker_artifact(stages / f"{source}.json"))
+
+    for name, (source, tags) in evals.items():
         eval_runs[name] = out / f"eval-{name}"
-        _stage(record, actions, f"eval-{name}", _finished(eval_runs[name], model),
-               lambda m=model, r=eval_runs[name], t=tags: _eval(cfg, m, r, t, data_dir))
+        stage(f"eval-{name}", {**eval_key, "run_tags": tags, **({"model": inputs["long"]} if source == "long" else {})},
+              lambda s=source, r=eval_runs[name], t=tags: _eval(cfg, model_of(s), r, t, data_dir),
+              [eval_runs[name] / "metrics.json"], deps=() if source == "long" else (source,), clear=[eval_runs[name]])
+
+    outcomes = run_tasks(tasks)
+    failed = [o for o in outcomes if o.state in ("failed", "not run")]
+    if failed:
+        raise RuntimeError(f"ada-r1 {out}: stage {failed[0].task.name} failed: {failed[0].error}; fix it and rerun "
+                           "the same command to resume")
+    actions = {o.task.name: "ran" if o.state == "ran" else "skipped" for o in outcomes}
+    for v in cfg.variants:
+        models.setdefault(v, Path(_marker_artifact(stages / f"train-{v}.json")))
 
     summary = {**summarize(eval_runs), "token_limits": limits,
                "token_limit": {f"{kind}-{name}": token_limit(run) for kind, runs in (("sample", sample_runs),
@@ -338,9 +329,22 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     for warning in summary["warnings"]:
         log.warning("ada-r1 %s: %s", out, warning)
     io.atomic_write_json(out / "summary.json", summary)
-    if "ran" in actions.values() or "provenance" not in record:
-        record["provenance"] = provenance(seed=cfg.seed)
-    record["eval_runs"] = {k: str(v) for k, v in eval_runs.items()}
+    old = io.read_json(out / RECORD) if (out / RECORD).is_file() else {}
+    record = {"config": cfg.to_dict(), "token_limits": limits,
+              "models": {"merged": str(merged), **{v: str(m) for v, m in models.items()}},
+              "stages": {o.task.name: {"seconds": round(o.seconds, 1)} for o in outcomes if o.state == "ran"}
+              or old.get("stages", {}),
+              "provenance": provenance(seed=cfg.seed) if "ran" in actions.values() or "provenance" not in old
+              else old["provenance"],
+              "eval_runs": {k: str(v) for k, v in eval_runs.items()}}
     io.atomic_write_json(out / RECORD, record)
+    from l2s.pipeline import declare_artifacts
+
+    declare_artifacts(out, [merged, *models.values()])
     return {"out": out, "record": out / RECORD, "merged": merged, "sample_runs": sample_runs, "pairs": pairs,
             "models": models, "eval_runs": eval_runs, "summary": summary, "stages": actions}
+
+
+def _marker_artifact(marker: Path) -> str:
+    """The checkpoint a finished train stage recorded (its marker's only artifact)."""
+    return io.read_json(marker)["artifacts"][0]

@@ -104,9 +104,37 @@ def strip_dollars(s: str) -> str:
 
 
 def _need(row: dict, field: str, where: str):
-    if field not in row or row[field] is None:
+    if field not in row:
         raise ValueError(f"{where}: missing field {field!r} (row has {sorted(row)})")
+    if row[field] is None:
+        raise ValueError(f"{where}: field {field!r} is null; give it a value (or drop the row)")
     return row[field]
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _string(row: dict, field: str, where: str) -> str:
+    """A required non-empty text field (a problem, a solution)."""
+    value = _need(row, field, where)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: field {field!r} must be a non-empty string, got {_kind(value)} {value!r:.60}")
+    return value
+
+
+def _answer(value, field: str, where: str) -> str:
+    """A gold answer as text: a string or a number (AIME's integers); null, booleans, lists are errors."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
+        raise ValueError(f"{where}: field {field!r} must be a non-empty string or a number, got "
+                         f"{_kind(value)} {value!r:.60}")
+    return str(value).strip()
+
+
+def _id(value, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{where}: the problem id must be a string or an integer, got {_kind(value)} {value!r:.60}")
+    return str(value)
 
 
 def _first(row: dict, fields: tuple[str, ...], where: str):
@@ -141,64 +169,74 @@ def _level(value) -> int | None:
 
 
 def normalize_row(name: str, row: dict, index: int, where: str) -> dict:
-    """One benchmark row as ``{id, problem, answer, level, subject}``; ``where`` names it in errors."""
+    """One benchmark row as ``{id, problem, answer, level, subject}``; ``where`` names it in errors
+    (a file and line). Text fields must be strings, gold answers strings or numbers, ids strings or
+    integers: a null answer is an error, never graded against "None"."""
     where = f"{where} (row {index})"
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {_kind(row)}")
     if name == "gsm8k":
-        problem = _need(row, "question", where)
-        answer = _need(row, "answer", where)
+        problem = _string(row, "question", where)
+        answer = _string(row, "answer", where)
         if "####" not in answer:
             raise ValueError(f"{where}: field 'answer' has no '####' gold answer")
         gold = re.sub(r"(\d),(?=\d{3}\b)", r"\1", answer.split("####")[-1].strip())
-        return {"id": str(row.get("idx", index)), "problem": problem, "answer": gold,
+        return {"id": _id(row.get("idx", index), where), "problem": problem, "answer": _answer(gold, "answer", where),
                 "level": None, "subject": None}
     if name in ("math500", "math"):
-        problem = _need(row, "problem", where)
+        problem = _string(row, "problem", where)
         gold = row.get("answer")
         if gold is None:
-            gold = last_boxed(_need(row, "solution", where))
+            gold = last_boxed(_string(row, "solution", where))
             if gold is None:
                 raise ValueError(f"{where}: field 'solution' has no \\boxed{{}} gold answer")
-        return {"id": str(row.get("unique_id", index)), "problem": problem, "answer": gold.strip(),
-                "level": _level(row.get("level")), "subject": row.get("subject", row.get("type"))}
+        return {"id": _id(row.get("unique_id", index), where), "problem": problem,
+                "answer": _answer(gold, "answer", where), "level": _level(row.get("level")),
+                "subject": row.get("subject", row.get("type"))}
     if name == "minerva_math":
-        problem = _need(row, "problem", where)
-        gold = last_boxed(_need(row, "solution", where))
+        problem = _string(row, "problem", where)
+        gold = last_boxed(_string(row, "solution", where))
         if gold is None:
             raise ValueError(f"{where}: field 'solution' has no \\boxed{{}} gold answer")
-        return {"id": str(row.get("idx", index)), "problem": problem, "answer": strip_dollars(gold),
-                "level": None, "subject": row.get("type")}
+        return {"id": _id(row.get("idx", index), where), "problem": problem,
+                "answer": _answer(strip_dollars(gold), "solution", where), "level": None, "subject": row.get("type")}
     if name == "olympiadbench":
-        problem = _need(row, "question", where)
+        problem = _string(row, "question", where)
         final = _need(row, "final_answer", where)
         if not isinstance(final, list) or not final:
             raise ValueError(f"{where}: field 'final_answer' must be a non-empty list, got {final!r}")
         if row.get("context"):
             problem = f"{row['context']}\n{problem}"
-        return {"id": str(row.get("id", index)), "problem": problem, "answer": strip_dollars(final[0]),
-                "level": None, "subject": row.get("subfield")}
+        return {"id": _id(row.get("id", index), where), "problem": problem,
+                "answer": strip_dollars(_answer(final[0], "final_answer", where)), "level": None,
+                "subject": row.get("subfield")}
     if name == "college_math":
-        problem = _need(row, "question", where)
-        gold = strip_dollars(str(_need(row, "answer", where)))
+        problem = _string(row, "question", where)
+        gold = strip_dollars(_answer(_need(row, "answer", where), "answer", where))
         rid = f"{row['data_source']}/{row['question_number']}" if "question_number" in row else str(index)
         return {"id": rid, "problem": problem, "answer": gold, "level": None,
                 "subject": row.get("data_topic")}
     if name in ("aime24", "aime25"):
-        problem = row.get("problem", row.get("question"))
-        if problem is None:
+        field = "problem" if row.get("problem") is not None else "question"
+        if row.get(field) is None:
             raise ValueError(f"{where}: missing field 'problem' (row has {sorted(row)})")
-        return {"id": str(row.get("id", index)), "problem": problem,
-                "answer": str(_need(row, "answer", where)).strip(), "level": None, "subject": None}
+        return {"id": _id(row.get("id", index), where), "problem": _string(row, field, where),
+                "answer": _answer(_need(row, "answer", where), "answer", where), "level": None, "subject": None}
     if name == "toy":
-        return {"id": str(_need(row, "id", where)), "problem": _need(row, "problem", where),
-                "answer": str(_need(row, "answer", where)), "level": _level(_need(row, "level", where)),
-                "subject": None}
+        return {"id": _id(_need(row, "id", where), where), "problem": _string(row, "problem", where),
+                "answer": _answer(_need(row, "answer", where), "answer", where),
+                "level": _level(_need(row, "level", where)), "subject": None}
     if name == "aime_1983_2023":
         rid = row.get("ID", row.get("id"))
-        return {"id": str(index if rid is None else rid), "problem": _first(row, ("Question", "problem"), where),
-                "answer": str(_first(row, ("Answer", "answer"), where)).strip(), "level": None, "subject": None}
+        problem = _first(row, ("Question", "problem"), where)
+        if not isinstance(problem, str) or not problem.strip():
+            raise ValueError(f"{where}: field 'Question' must be a non-empty string, got {_kind(problem)}")
+        return {"id": str(index) if rid is None else _id(rid, where), "problem": problem,
+                "answer": _answer(_first(row, ("Answer", "answer"), where), "Answer", where), "level": None,
+                "subject": None}
     if name == "mix":
-        return {"id": str(_need(row, "id", where)), "problem": _need(row, "problem", where),
-                "answer": str(_need(row, "answer", where)), "level": _level(row.get("level")),
+        return {"id": _id(_need(row, "id", where), where), "problem": _string(row, "problem", where),
+                "answer": _answer(_need(row, "answer", where), "answer", where), "level": _level(row.get("level")),
                 "subject": row.get("subject")}
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
@@ -207,20 +245,31 @@ def _from_file(name: str, path: Path) -> list[dict]:
     if not path.is_file():
         hint = "; build it with `l2s mix --out DIR` and pass that DIR as data_dir" if name == "mix" else ""
         raise FileNotFoundError(f"dataset {name!r}: {path} not found{hint}")
-    rows = io.read_jsonl(path)
-    where = str(path)
-    return [normalize_row(name, r, i, where) for i, r in enumerate(rows) if _kept(name, r, f"{where} (row {i})")]
+    rows = io.read_jsonl_lines(path)
+    return [normalize_row(name, r, i, f"{path}:{line}") for i, (line, r) in enumerate(rows)
+            if _kept(name, r, f"{path}:{line} (row {i})")]
+
+
+def _hub_dataset(name: str, l2s_split: str, repo: str, config: str | None, split: str, files: str | None):
+    """One hub source of ``name``; any failure to fetch it (offline, a missing package, a moved file)
+    is an error that says how to read local files instead."""
+    import datasets
+
+    try:
+        if repo == "json":
+            return datasets.load_dataset("json", data_files=files, split=split)
+        return datasets.load_dataset(repo, config, split=split)
+    except Exception as e:  # noqa: BLE001  (whatever went wrong, the remedy is a local copy)
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise FileNotFoundError(f"dataset {name!r}: cannot load {files or repo} from the Hugging Face hub "
+                                f"({type(e).__name__}: {first}); pass --data-dir DIR holding "
+                                f"{name}/{l2s_split}.jsonl (e.g. the Qwen2.5-Math toolkit's data files)") from e
 
 
 def _from_hub(name: str) -> list[dict]:
-    import datasets
-
     rows: list[dict] = []
     for repo, config, split, files in HUB_SOURCES[name]:
-        if repo == "json":
-            ds = datasets.load_dataset("json", data_files=files, split=split)
-        else:
-            ds = datasets.load_dataset(repo, config, split=split)
+        ds = _hub_dataset(name, "test", repo, config, split, files)
         where = f"{files or repo}[{config or ''}:{split}]"
         rows += [normalize_row(name, r, len(rows) + i, where) for i, r in enumerate(ds)]
     return rows
@@ -228,11 +277,9 @@ def _from_hub(name: str) -> list[dict]:
 
 def _train_from_hub(name: str) -> list[dict]:
     """The training problems of ``name`` from :data:`HUB_TRAIN_SOURCES` (MATH rows get ids, AIME after 2023 dropped)."""
-    import datasets
-
     rows: list[dict] = []
     for repo, config, split, _ in HUB_TRAIN_SOURCES[name]:
-        ds = datasets.load_dataset(repo, config, split=split)
+        ds = _hub_dataset(name, "train", repo, config, split, None)
         where = f"{repo}[{config or ''}:{split}]"
         for i, r in enumerate(ds):
             if name == "math":

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from l2s import io, paths
+from l2s.pipeline import declare_artifacts
 from l2s.provenance import config_hash, file_sha256, provenance
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,18 @@ def prepare_models(run_dir: str | Path, size: str, toy_size: str | None = None, 
     record["provenance"] = provenance(seed=seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(run_dir / MODELS, record)
+    declare_artifacts(run_dir, _cache_paths(record, run_dir))
     return record
+
+
+def _cache_paths(record: dict, run_dir: Path) -> list[str]:
+    """The local paths a models record names outside its run directory: checkpoints, the training mix,
+    calibration files — what later steps load (hub ids are not paths and are left out)."""
+    found = []
+    for key in (*ROLES, "train_data_dir"):
+        found.append(record.get(key))
+    found += list((record.get("calibration") or {}).values())
+    return [p for p in found if p and Path(p).exists() and not Path(p).resolve().is_relative_to(run_dir.resolve())]
 
 
 def s1k_calibration(n: int = 100, seed: int = 0, source: str | None = None) -> dict:
@@ -132,8 +144,8 @@ def short_cot_model(long_model: str, preset: str = "short-cot", sft: dict | None
     """Ada-R1's short-CoT model: ``long_model`` fine-tuned (``l2s sft``, ``preset`` with ``sft``
     overrides) on short-CoT solutions built by :func:`l2s.short_cot.build_short_cot` (``ShortCoTConfig``
     options: a ``solutions`` file, or a ``source_model`` that solves ``dataset``), both in the cache."""
-    from l2s.short_cot import ShortCoTConfig, build_short_cot
     from l2s.sft import preset_config, train_sft
+    from l2s.short_cot import ShortCoTConfig, build_short_cot
 
     solutions = options.get("solutions")
     key = config_hash({"long": long_model, "preset": preset, "sft": sft or {}, **options,
@@ -167,7 +179,8 @@ def training_cards(models: dict) -> pd.DataFrame:
         card = io.read_json(card_path)
         stage, training = card["stage"], card["training"]
         rows.append({"role": role, "checkpoint": models[role], "parameters": card["parameters"],
-                     "parent": card["parent"] or "-", "styles": ", ".join(f"{k} {v:g}" for k, v in stage["styles"].items()),
+                     "parent": card["parent"] or "-",
+                     "styles": ", ".join(f"{k} {v:g}" for k, v in stage["styles"].items()),
                      "steps": stage["steps"], "lr": stage["lr"], "batch": stage["batch_size"],
                      "final loss": round(training["final_logged_loss"], 4), "seconds": card["wall_seconds"]})
     return pd.DataFrame(rows).set_index("role")
@@ -239,14 +252,14 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
     (reused when it already holds this very merge) and write ``run_dir/merge.json``:
     ``{size, method, figure_method, params, path, models_run, l2s_merge}`` — never weights."""
     from l2s.merge import MergeConfig, already_merged, merge
+    from l2s.merge.cache import merged_path
 
     models = read_models(models_run)
     params = dict(params or {})
     fields = {"method": method, **merge_inputs(method, models), "params": params, "seed": seed, "dtype": dtype,
               "calibration": calibration_files(method, calibration, models),
               "calibration_samples": calibration_samples}
-    name = name or Path(run_dir).name
-    out = paths.cache_dir() / "merged" / f"{name}-{config_hash(fields)}"
+    out = merged_path(name or Path(run_dir).name, fields)
     cfg = MergeConfig(out=str(out), overwrite=True, **fields)
     if already_merged(cfg):
         log.info("merge %s: reusing %s", method, out)
@@ -257,21 +270,24 @@ def merge_from_models(run_dir: str | Path, models_run: str | Path, method: str, 
               "l2s_merge": io.read_json(out / "l2s_merge.json")}
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(Path(run_dir) / MERGE, record)
+    declare_artifacts(run_dir, [out])
     return record
 
 
 def figure_method(method: str) -> str:
-    """The merge registry's key of a method, used in run tags so that the figures put a measured run
-    beside the reported one: ``"dare+ties"`` -> ``"dare_ties"``, ``"aim+ties"`` -> ``"aim"``."""
-    from l2s.merge.methods import figure_key
+    """The method key run tags carry (:func:`l2s.runs.method_key`), so that the figures put a measured
+    run beside the reported one: ``"dare+ties"`` -> ``"dare_ties"``, ``"aim+ties"`` -> ``"aim"``."""
+    from l2s.runs import method_key
 
-    return figure_key(method)
+    return method_key(method)
 
 
 def merge_summary(record: dict) -> pd.DataFrame:
     """The merge at a glance: method, resolved hyper-parameters, inputs and their config hashes."""
+    from l2s.runs import params_text
+
     m = record["l2s_merge"]
-    rows = [("method", m["method"]), ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(m["params"].items()))),
+    rows = [("method", m["method"]), ("parameters", params_text(m["params"])),
             ("base", (m.get("base") or {}).get("input", "-"))]
     rows += [(f"model {i}", x["input"]) for i, x in enumerate(m["models"])]
     rows += [("dtype", m["dtype"]), ("calibration", ", ".join(m["config"]["calibration"]) or "-"),
@@ -311,7 +327,9 @@ def resolve_model(model: str | None = None, models_run: str | Path | None = None
 def default_tags(models_run: str | Path | None = None, role: str | None = None,
                  merge_run: str | Path | None = None, tags: dict | None = None) -> dict:
     """Run tags for the figures (size, role, method, params), from the models or merge run; ``tags``
-    given explicitly win (e.g. ``sweep: true``)."""
+    given explicitly win (e.g. ``sweep: true``). Checked as :class:`l2s.runs.RunTags`."""
+    from l2s.runs import check_tags
+
     auto: dict[str, Any] = {}
     if merge_run is not None:
         record = io.read_json(Path(merge_run) / MERGE)
@@ -319,7 +337,7 @@ def default_tags(models_run: str | Path | None = None, role: str | None = None,
                 "params": record["params"]}
     elif models_run is not None:
         auto = {"size": read_models(models_run)["size"], "role": role, "method": role}
-    return {**auto, **(tags or {})}
+    return check_tags({**auto, **(tags or {})})
 
 
 def data_dir_of(models_run: str | Path | None = None, merge_run: str | Path | None = None) -> str | None:
@@ -332,16 +350,13 @@ def data_dir_of(models_run: str | Path | None = None, merge_run: str | Path | No
 def metrics_table(run_dir: str | Path) -> pd.DataFrame:
     """A run's metrics per dataset and level (``all`` = the whole dataset): accuracy and reflective
     ratio in %, tokens, keyword hits per response, truncated count."""
-    metrics = io.read_json(Path(run_dir) / "metrics.json")
-    rows = []
-    for name, values in metrics["datasets"].items():
-        for level, v in [("all", values), *values.get("by_level", {}).items()]:
-            if not v["n"]:
-                continue
-            rows.append({"dataset": name, "level": level, "n": v["n"], "accuracy %": 100 * v["accuracy"],
-                         "mean tokens": v["mean_tokens"], "median tokens": v["median_tokens"],
-                         "reflective %": 100 * v["reflective_ratio"], "keyword hits": v["keyword_hits"],
-                         "truncated": v["truncated"]})
+    from l2s.runs import read_run
+
+    rows = [{"dataset": name, "level": "all" if level is None else str(level), "n": v["n"],
+             "accuracy %": 100 * v["accuracy"], "mean tokens": v["mean_tokens"],
+             "median tokens": v["median_tokens"], "reflective %": 100 * v["reflective_ratio"],
+             "keyword hits": v["keyword_hits"], "truncated": v["truncated"]}
+            for name, level, v in read_run(run_dir).blocks()]
     return pd.DataFrame(rows).set_index(["dataset", "level"]).round(2)
 
 
@@ -355,20 +370,18 @@ def runs_by_level(runs: dict[str, str | Path]) -> pd.DataFrame:
 
 # -- 05 explore ---------------------------------------------------------------------------------------
 def run_label(run_dir: str | Path) -> str:
-    """``"toy-s merged ties (k=0.8)"`` from a run's tags (the directory name when untagged)."""
-    tags = io.read_json(Path(run_dir) / "config.json").get("tags") or {}
-    if not tags:
-        return Path(run_dir).name
-    params = ", ".join(f"{k}={v}" for k, v in sorted((tags.get("params") or {}).items()))
-    method = tags.get("method") if tags.get("method") not in (None, tags.get("role")) else ""
-    return " ".join(x for x in (tags.get("size"), tags.get("role"), method, f"({params})" if params else "") if x)
+    """``"toy-s merged ties (k=0.8)"`` from a run's tags (:meth:`l2s.runs.RunTags.text`; the directory
+    name when untagged)."""
+    from l2s.runs import read_run
+
+    run = read_run(run_dir)
+    return run.tags.text() or run.name
 
 
 def _generations(run_dir: str | Path) -> pd.DataFrame:
-    path = Path(run_dir) / "generations.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished evaluation run")
-    return pd.DataFrame(io.read_jsonl(path))
+    from l2s.runs import read_run
+
+    return pd.DataFrame(read_run(run_dir).generations)
 
 
 def side_by_side(run_a: str | Path, run_b: str | Path, n: int = 5, dataset: str | None = None,
@@ -395,9 +408,11 @@ def side_by_side(run_a: str | Path, run_b: str | Path, n: int = 5, dataset: str 
 
 def compare_by_level(run_a: str | Path, run_b: str | Path) -> pd.DataFrame:
     """Per dataset and level: accuracy, mean tokens and reflective ratio of both runs, and B's length
-    change vs A, (L_B − L_A) / L_A (Wu et al. 2025's length reduction)."""
+    change vs A (:func:`l2s.eval.metrics.length_change`, Wu et al. 2025's length reduction)."""
+    from l2s.eval.metrics import length_change
+
     ta, tb = metrics_table(run_a), metrics_table(run_b)
     keep = ["n", "accuracy %", "mean tokens", "reflective %"]
     out = ta[keep].add_suffix(" A").join(tb[keep].add_suffix(" B"), how="inner")
-    out["length change B vs A %"] = (100 * (out["mean tokens B"] - out["mean tokens A"]) / out["mean tokens A"]).round(1)
+    out["length change B vs A %"] = (100 * length_change(out["mean tokens B"], out["mean tokens A"])).round(1)
     return out

@@ -1,8 +1,9 @@
-"""Where l2s keeps what git must not: model checkpoints and other caches."""
+"""Where l2s keeps what git must not (model checkpoints, caches), and where a model comes from."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,3 +17,26 @@ def cache_dir() -> Path:
     if (REPO_ROOT / "pyproject.toml").is_file():
         return REPO_ROOT / ".cache"
     return Path.home() / ".cache" / "l2s"
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """Whether ``text`` could be a hub repo id (``namespace/name``) rather than a path."""
+    return bool(_HUB_ID.fullmatch(str(text))) and not str(text).startswith((".", "/", "~"))
+
+
+def model_location(path_or_id: str | os.PathLike, what: str = "model") -> str:
+    """``path_or_id`` as a local directory (resolved) or a hub id; a path that is neither is an error
+    naming it: ``<what> directory X not found`` (not the hub's "Repo id must be in the form ...")."""
+    text = str(path_or_id)
+    p = Path(text).expanduser()
+    if p.is_dir():
+        return str(p)
+    if p.exists():
+        raise NotADirectoryError(f"{what} {p} is a file; expected a checkpoint directory")
+    if looks_like_hub_id(text):
+        return text
+    raise FileNotFoundError(f"{what} directory {p} not found (nor is it a hub id such as Qwen/Qwen2.5-Math-7B); "
+                            "check the path, or build it first")

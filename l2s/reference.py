@@ -7,9 +7,10 @@ Tables 2-3 plus per-level values read off its figures. Every frame carries a ``l
 "reported (Wu et al. 2025, Table 1)" or "estimated from figure (Luo et al. 2025, Figs. 5-6)" — that
 plots must show. Units: accuracy and ratios in % (as the papers print them), lengths in tokens.
 
-Method names are mapped to one canonical key (:func:`canonical_method`: the merge registry's keys)
-shared with the measured runs' tags, and every row gets the role of the model in the study ("quick",
-"slow", "short", "merged", "dpo", "adar1", or "baseline" for other papers' methods).
+Method names are mapped to the canonical key of the run contract (:func:`l2s.runs.canonical_method`:
+the merge registry's keys) shared with the measured runs' tags, and every row gets the role of the
+model in the study ("quick", "slow", "short", "merged", "dpo", "adar1", or "baseline" for other
+papers' methods).
 """
 
 from __future__ import annotations
@@ -20,63 +21,12 @@ import re
 
 import pandas as pd
 
+from l2s.eval.metrics import length_change
+from l2s.runs import canonical_method
+
 WU = "Wu et al. 2025"
 LUO = "Luo et al. 2025"
 LUO_BY_LEVEL_FIGURES = "Figs. 5-6"
-
-# Merge methods have one vocabulary: the keys, aliases and labels of the merge registry
-# (:mod:`l2s.merge.methods`, read on first use: it imports torch). The rest of the papers' names —
-# single models, DPO, Ada-R1 and other papers' baselines — are spelled here.
-OTHER_ALIASES = {"ada-r1": "ada_r1", "adar1": "ada_r1", "long_cot": "slow", "short_cot": "short"}
-ROLE_LABELS = {"quick": "Quick (System-1)", "slow": "Slow (System-2)", "short": "Short-CoT"}
-OTHER_LABELS = {
-    "dpo": "DPO", "dpo_shortest_vs_longest": "DPO (shortest vs longest)",
-    "ada_r1": "Ada-R1", "o1_pruner": "O1-Pruner", "cot_valve": "CoT-Valve",
-    "merge_sft_group_chosen": "Merge + SFT (group chosen)", "merge_group_level_dpo": "Merge + group DPO",
-    "merge_bi_level_dpo": "Merge + bi-level DPO",
-}
-
-
-@functools.cache
-def method_labels() -> dict[str, str]:
-    """Canonical key -> the name a figure prints: the single models, the merge registry's methods in
-    the papers' table order, then DPO, Ada-R1 and the other papers' methods."""
-    from l2s.merge.methods import labels
-
-    return {**ROLE_LABELS, **labels(), **OTHER_LABELS}
-
-
-@functools.cache
-def _merge_key(key: str) -> str | None:
-    from l2s.merge.methods import aliases, figure_key
-
-    if key in aliases() or "+" in key:
-        try:
-            return figure_key(key)
-        except ValueError:
-            return None
-    return None
-
-
-def canonical_method(name: str | None) -> str | None:
-    """Lower-case ``name`` and map the papers' spellings to the canonical key ("TIES_merging" -> "ties",
-    "dare+ties" -> "dare_ties")."""
-    if name is None:
-        return None
-    key = str(name).strip().lower().replace(" ", "_")
-    return OTHER_ALIASES.get(key) or _merge_key(key) or key
-
-
-def method_label(key: str | None) -> str:
-    """Printable name of a canonical method key (the key itself when unknown)."""
-    return method_labels().get(key, str(key))
-
-
-def __getattr__(name: str):
-    if name == "METHOD_LABELS":
-        return method_labels()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*b\b", re.IGNORECASE)
 
@@ -247,8 +197,9 @@ def luo2025_by_level() -> pd.DataFrame:
 
 def length_reduction(df: pd.DataFrame) -> pd.DataFrame:
     """Wu et al.'s length reduction of each (table, size, method) against the slow model of the same
-    table: mean over datasets d of (L_method,d − L_slow,d) / L_slow,d, with mean accuracy over the same
-    datasets. Input: a frame like :func:`wu2025_merging` or :func:`luo2025_adar1`."""
+    table: the mean over datasets of :func:`l2s.eval.metrics.length_change` (L_method − L_slow) / L_slow,
+    with mean accuracy over the same datasets. Input: a frame like :func:`wu2025_merging` or
+    :func:`luo2025_adar1`."""
     rows = []
     for (table, size), g in df.groupby(["table", "size"], sort=True):
         slow = g[g["role"] == "slow"].set_index("dataset")
@@ -257,7 +208,7 @@ def length_reduction(df: pd.DataFrame) -> pd.DataFrame:
         for (model, role, method, label), m in g.groupby(["model", "role", "method", "label"], sort=True):
             m = m.set_index("dataset")
             common = sorted(set(m.index) & set(slow.index))
-            rel = (m.loc[common, "mean_tokens"] - slow.loc[common, "mean_tokens"]) / slow.loc[common, "mean_tokens"]
+            rel = length_change(m.loc[common, "mean_tokens"], slow.loc[common, "mean_tokens"])
             rows.append({"table": table, "size": size, "model": model, "role": role, "method": method,
                          "n_datasets": len(common), "accuracy": float(m.loc[common, "accuracy"].mean()),
                          "mean_tokens": float(m.loc[common, "mean_tokens"].mean()),

@@ -47,9 +47,10 @@ import dataclasses
 import logging
 import os
 import shutil
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from l2s import io
 
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 RECORD = "l2s_sft.json"
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # the trainer aligns them to the tokenizer
 TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "vocab", "merges", "added_tokens", "chat_template")
-SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+SaveDtype = Literal["auto", "float32", "bfloat16", "float16"]
+SAVE_DTYPES = typing.get_args(SaveDtype)
 _MARK = "\u0000l2s-turn-end\u0000"
 
 
@@ -86,7 +88,7 @@ class SFTTrainConfig:
     bf16: bool = False  # bf16 autocast over fp32 weights
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero3.json
-    save_dtype: str = "auto"
+    save_dtype: SaveDtype = "auto"
     logging_steps: int = 10
     seed: int = 0
 
@@ -127,11 +129,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_config(name: str, **overrides: Any) -> SFTTrainConfig:
-    """A preset, with options replaced by ``overrides``."""
+def preset_config(name: str, /, **overrides: Any) -> SFTTrainConfig:
+    """A preset, with options replaced by ``overrides`` (type-checked, see :func:`from_preset`)."""
+    return from_preset(name, overrides)
+
+
+def from_preset(name: str, options: dict[str, Any], where: str = "options") -> SFTTrainConfig:
+    """Preset ``name`` beneath ``options``, every value type-checked (:func:`l2s.config.parse`); errors
+    name ``where`` (the config file)."""
+    from l2s.config import ConfigError, parse
+
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return SFTTrainConfig(**{**PRESETS[name], "preset": name, **overrides})
+        raise ConfigError(f"{where}: unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return parse(SFTTrainConfig, {**PRESETS[name], **options, "preset": name}, where)
 
 
 def turn_end(tokenizer) -> str:
@@ -285,6 +295,7 @@ def train_sft(model_path: str | Path, data: str | Path, out: str | Path, config:
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists and was made from another model, data or config; pass "
                               "--overwrite to replace it, or choose another --out")
+    io.check_replaceable(out, overwrite)  # before training: --overwrite replaces only what l2s wrote
     world = int(os.environ.get("WORLD_SIZE", "1"))
     config.gradient_accumulation_steps(world)  # fail before loading a model
 
@@ -348,39 +359,42 @@ def train_sft(model_path: str | Path, data: str | Path, out: str | Path, config:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from l2s.config import add_flags
+
     p = sub.add_parser(
         "sft", help="supervised fine-tuning on prompt/completion JSONL (TRL), full or LoRA; saves an HF checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune a model on {prompt, completion} or {messages} JSONL (e.g. `l2s short-cot` output), "
-                    "loss on completions only. Precedence: options > --config > --preset.\n"
+                    "loss on completions only. Precedence: flags > --config > the preset\n"
+                    "(--preset, else the config file's `preset:`, else toy).\n"
                     "Multi-GPU: accelerate launch --num_processes N -m l2s sft \\\n"
                     "    --model M --data D --preset short-cot --deepspeed configs/deepspeed/zero3.json --out O")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--data", required=True, type=Path, help="JSONL of {prompt, completion} or {messages} rows")
     p.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
-    p.add_argument("--preset", default="toy", choices=sorted(PRESETS), help="default: toy")
-    p.add_argument("--config", type=Path, help="JSON/YAML file of SFTTrainConfig options")
-    p.add_argument("--lora", action="store_const", const=True, help="train LoRA adapters (merged at the end)")
-    p.add_argument("--bf16", action="store_const", const=True, help="bf16 autocast over fp32 weights")
-    for name, typ in (("learning-rate", float), ("num-train-epochs", float), ("max-steps", int),
-                      ("effective-batch-size", int), ("per-device-train-batch-size", int), ("max-length", int),
-                      ("seed", int)):
-        p.add_argument(f"--{name}", type=typ)
-    p.add_argument("--save-dtype", choices=SAVE_DTYPES, help="dtype of the saved weights (default auto: the input's)")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON config (with accelerate launch)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default: the config file's `preset:`, else toy")
+    p.add_argument("--config", type=Path, help="JSON/YAML file of SFTTrainConfig options (may name a `preset:`)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out made from other inputs")
+    add_flags(p, "l2s.sft:SFTTrainConfig", exclude=("preset",), help={
+        "lora": "train LoRA adapters (merged at the end)", "bf16": "bf16 autocast over fp32 weights",
+        "max_steps": "> 0 overrides the epochs", "warmup": "fraction of the steps if < 1, else a number of steps",
+        "save_dtype": "dtype of the saved weights (default auto: the input's)",
+        "deepspeed": "DeepSpeed JSON config (with accelerate launch)"})
     p.set_defaults(func=run_sft)
 
 
-def run_sft(args) -> int:
-    from l2s.prefs.config import config_from_mapping, read_config_file
+def config_from_args(args) -> SFTTrainConfig:
+    """The config of an ``l2s sft`` command line: the preset (``--preset``, else the ``--config`` file's
+    ``preset:``, else toy) beneath the file's options, beneath the flags given."""
+    from l2s.config import given, read_file, where_of
 
-    options = read_config_file(args.config) if args.config else {}
-    config_from_mapping(SFTTrainConfig, options, str(args.config))  # unknown keys / wrong types fail here
-    for name in ("lora", "bf16", "learning_rate", "num_train_epochs", "max_steps", "effective_batch_size",
-                 "per_device_train_batch_size", "max_length", "seed", "save_dtype", "deepspeed"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
+    options = read_file(args.config) if args.config else {}
+    preset = args.preset or options.get("preset") or "toy"
+    options.update(given(SFTTrainConfig, args))
     options.pop("preset", None)
-    print(train_sft(args.model, args.data, args.out, preset_config(args.preset, **options), overwrite=args.overwrite))
+    return from_preset(preset, options, where_of(args))
+
+
+def run_sft(args) -> int:
+    print(train_sft(args.model, args.data, args.out, config_from_args(args), overwrite=args.overwrite))
     return 0

@@ -256,12 +256,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_short_cot(args) -> int:
     from l2s.cli import UserError
-    from l2s.prefs.config import config_from_mapping, options_from_args
+    from l2s.config import options_from_args, parse, where_of
 
     options = options_from_args(ShortCoTConfig, args)
     for required, flag in (("long_model", "--long-model"), ("out", "--out")):
         if not options.get(required):
             raise UserError(f"{flag} is required (or set {required} in --config)")
-    cfg = config_from_mapping(ShortCoTConfig, options, str(args.config or "options"))
+    cfg = parse(ShortCoTConfig, options, where_of(args))
     print(build_short_cot(cfg, overwrite=args.overwrite))
     return 0

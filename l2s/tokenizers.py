@@ -23,14 +23,18 @@ def saved_tokenizer_model(path: str | os.PathLike) -> str | None:
     try:
         with open(file, encoding="utf-8") as f:
             return (json.load(f).get("model") or {}).get("type")
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{file}: unreadable tokenizer file ({e}); re-save the tokenizer") from e
 
 
 def load_tokenizer(path_or_id: str | os.PathLike, **kwargs):
-    """The tokenizer of a checkpoint directory or hub id, as it was saved (see the module docstring)."""
+    """The tokenizer of a checkpoint directory or hub id, as it was saved (see the module docstring).
+    A path that is neither a directory nor a hub id is an error naming it."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    from l2s.paths import model_location
+
+    path_or_id = model_location(path_or_id, "model (or tokenizer)")
     kind = saved_tokenizer_model(path_or_id) if Path(path_or_id).is_dir() else None
     if kind is not None and kind != "BPE":
         return PreTrainedTokenizerFast.from_pretrained(str(path_or_id), **kwargs)

@@ -178,20 +178,29 @@ def test_bad_configs_are_rejected_with_clear_errors(env, result, tmp_path):
         with pytest.raises(ValueError, match=msg):
             AdaR1Config(long_model="a", short_model="b", out=str(tmp_path / "x"), **kw)
     assert not (tmp_path / "x").exists()
-    with pytest.raises(FileExistsError, match="alpha"):
-        run_adar1(_config(env, env["root"] / "run", alpha=0.5))
 
 
-def test_a_changed_dpo_preset_retrains_and_refuses_to_mix_evaluations(env, result, monkeypatch):
+def test_a_changed_dpo_preset_reruns_exactly_the_training_and_evaluation_it_feeds(env, result, monkeypatch,
+                                                                               tmp_path):
+    import shutil
+
     from l2s.dpo.config import PRESETS
 
     monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+    out = tmp_path / "run"
+    shutil.copytree(env["root"] / "run", out)  # the module's run stays as it was for the other tests
+    (out / "eval-bilevel" / "leftover.txt").write_text("from the old model")
     monkeypatch.setitem(PRESETS, "toy", {**PRESETS["toy"], "learning_rate": 3e-4})
-    with pytest.raises(FileExistsError, match="model"):
-        run_adar1(_config(env, env["root"] / "run", variants=("bilevel",)))
-    record = read_json(env["root"] / "run" / "adar1.json")
+    again = run_adar1(_config(env, out))
+    ran = [k for k, v in again["stages"].items() if v == "ran"]
+    assert ran == ["train-bilevel", "train-sft", "eval-bilevel", "eval-sft"]
+    assert not (out / "eval-bilevel" / "leftover.txt").exists()  # a stale stage reruns from a cleared dir
+    record = read_json(out / "adar1.json")
     assert record["models"]["bilevel"] != str(result["models"]["bilevel"])
     assert read_json(Path(record["models"]["bilevel"]) / "l2s_train.json")["config"]["learning_rate"] == 3e-4
+    assert read_json(out / "eval-bilevel" / "config.json")["model"] == record["models"]["bilevel"]
+    assert (out / "eval-long" / "generations.jsonl").read_bytes() == (
+        env["root"] / "run" / "eval-long" / "generations.jsonl").read_bytes()
 
 
 def test_interleave_levels_balances_a_prefix():
@@ -224,9 +233,16 @@ def test_sample_cli_with_config_file(env, tmp_path, capsys):
 def test_same_config_elsewhere_gives_the_same_bytes_and_reuses_cached_models(env, result, monkeypatch):
     monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
     other = env["root"] / "again"
-    twin = run_adar1(_config(env, other))
+    import l2s.dpo.train
+    import l2s.merge
+
+    def forbidden(*a, **k):
+        raise AssertionError("a cached model was made again")
+
+    monkeypatch.setattr(l2s.merge, "merge", forbidden)
+    monkeypatch.setattr(l2s.dpo.train, "train", forbidden)
+    twin = run_adar1(_config(env, other))  # merge and training reuse the cache: same inputs, same keys
     assert twin["merged"] == result["merged"] and twin["models"] == result["models"]
-    assert {k for k, v in twin["stages"].items() if v == "skipped"} == {"merge", "train-bilevel", "train-sft"}
     first = env["root"] / "run"
     for name in ("sample-long", "sample-short", "pairs-bilevel", "pairs-sft", "eval-long", "eval-merge",
                  "eval-bilevel", "eval-sft"):
@@ -261,19 +277,24 @@ def test_sampling_defaults_to_16k_whatever_the_generation_config(env, tmp_path):
         SampleConfig(long_model="a", short_model="b", out="o", max_new_tokens=None)
 
 
-def test_pairs_built_with_other_options_are_not_reused(env, result, tmp_path):
-    from l2s.adar1 import _pairs_done
+def test_pairs_built_with_other_options_are_rebuilt(env, result, monkeypatch, tmp_path):
+    """The baseline's options are part of its pairs stage's inputs; bilevel does not read them."""
+    import shutil
 
-    runs = result["sample_runs"]
-    long_only = PairsConfig(variant="shortest_vs_longest", baseline_source="long")
-    old = write_pairs(tmp_path / "pairs-shortest_vs_longest", runs["long"], runs["short"], long_only)
-    assert _pairs_done(old, long_only, tmp_path / "eval-shortest_vs_longest")
-    assert not _pairs_done(tmp_path / "none", long_only, tmp_path / "eval-none")
-    with pytest.raises(FileExistsError, match=r"differs in \['baseline_source'\]\); delete .*pairs-shortest_vs_longest "
-                                              r"and .*eval-shortest_vs_longest"):
-        _pairs_done(old, PairsConfig(variant="shortest_vs_longest"), tmp_path / "eval-shortest_vs_longest")
-    # bilevel does not read the baseline options: its pairs stay valid whatever baseline_source says
-    assert _pairs_done(result["pairs"]["bilevel"], PairsConfig(baseline_source="long"), tmp_path / "e")
+    monkeypatch.setenv("L2S_CACHE", str(env["cache"]))
+    out = tmp_path / "run"
+    shutil.copytree(env["root"] / "run", out)
+    again = run_adar1(_config(env, out, baseline_source="long"))
+    assert [k for k, v in again["stages"].items() if v == "ran"] == [], "bilevel and sft pairs do not read it"
+    cfg = _config(env, out, variants=("bilevel", "shortest_vs_longest"), baseline_source="long")
+    first = run_adar1(cfg)
+    assert [k for k, v in first["stages"].items() if v == "ran"] == [
+        "pairs-shortest_vs_longest", "train-shortest_vs_longest", "eval-shortest_vs_longest"]
+    pooled = run_adar1(_config(env, out, variants=("bilevel", "shortest_vs_longest")))
+    assert [k for k, v in pooled["stages"].items() if v == "ran"] == [
+        "pairs-shortest_vs_longest", "train-shortest_vs_longest", "eval-shortest_vs_longest"]
+    pairs = read_json(out / "pairs-shortest_vs_longest" / "config.json")["pairs"]
+    assert PairsConfig(**pairs).baseline_source == "pooled"
 
 
 def test_pairs_overview_of_older_pairs_dirs(env, result, tmp_path):

@@ -71,7 +71,7 @@ def result(standins, data_dir, tmp_path_factory):
 
 def test_runs_end_to_end_with_r1_prompts(result):
     assert set(result["stages"].values()) == {"ran"}
-    for style, run in result["sample_runs"].items():
+    for run in result["sample_runs"].values():
         rows = io.read_jsonl(run / "generations.jsonl")
         assert len(rows) == len(QUESTIONS) * K
         for r in rows:
@@ -84,7 +84,7 @@ def test_runs_end_to_end_with_r1_prompts(result):
         card = io.read_json(result["models"][variant] / "l2s_train.json")
         assert card["method"] == "dpo"
         assert card["pairs"]["path"] == str(result["pairs"][variant])
-    for name, run in result["eval_runs"].items():
+    for run in result["eval_runs"].values():
         assert io.read_json(run / "config.json")["sampling"]["max_new_tokens"] == EVAL_MAX
         assert io.read_json(run / "metrics.json")["datasets"]["gsm8k"]["n"] == 2
     assert set(result["eval_runs"]) == {"long", "merge", *VARIANTS}

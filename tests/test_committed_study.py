@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import REPO
 
 RUNS, FIGURES = REPO / "runs", REPO / "figures"

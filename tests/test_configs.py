@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from l2s.adar1 import AdaR1Config
+from l2s.config import parse
 from l2s.data import DATASETS
 from l2s.eval.prompts import PROMPTS
 from l2s.merge import METHODS, MergeConfig, parse_method
@@ -69,10 +70,12 @@ def test_config_names_only_existing_things(path):
             assert set(p.get("datasets", ["toy"])) <= set(DATASETS)
         if kind == "03_adar1":
             fields = {k: v for k, v in p.items() if k not in ("run_dir", "models_run")}
-            AdaR1Config(long_model="slow", short_model="short", out="x", **fields)
+            parse(AdaR1Config, {"long_model": "slow", "short_model": "short", "out": "x", **fields}, s.name)
         earlier.add(s.run_dir.as_posix())
     figures = [s for s in steps if s.notebook.stem == "04_figures"]
-    assert len(figures) == 1 and figures[0] is steps[-1] and figures[0].always
+    assert len(figures) == 1 and figures[0] is steps[-1]
+    # the figures read every run: they rerun whenever any step's inputs change
+    assert set(figures[0].reads) | set(figures[0].deps) == {s.name for s in steps[:-1]}
     assert figures[0].parameters["out_dir"] == load_config(path).figures_dir
 
 

@@ -58,7 +58,7 @@ def test_last_boxed():
 def test_missing_field_names_file_and_field(tmp_path):
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": "q", "idx": 0}) + "\n")
-    with pytest.raises(ValueError, match=r"gsm8k/test.jsonl \(row 0\): missing field 'answer'"):
+    with pytest.raises(ValueError, match=r"gsm8k/test.jsonl:1 \(row 0\): missing field 'answer'"):
         load_benchmark("gsm8k", tmp_path)
     (tmp_path / "minerva_math").mkdir()
     (tmp_path / "minerva_math" / "test.jsonl").write_text(json.dumps({"problem": "p", "solution": "no box"}) + "\n")
@@ -113,7 +113,7 @@ def test_train_splits_from_local_files_in_the_hub_formats(tmp_path):
         ("1983-1", "first", "60"), ("2023-II-15", "last", "023"), ("4", "lower-case columns", "17")]
     assert all(r["level"] is None and r["subject"] is None for r in aime)
     _write(tmp_path, "aime_1983_2023", "train", [{"ID": "1", "Question": "q", "Answer": 1}])
-    with pytest.raises(ValueError, match=r"aime_1983_2023/train.jsonl \(row 0\): missing field 'Year' or 'year'"):
+    with pytest.raises(ValueError, match=r"aime_1983_2023/train.jsonl:1 \(row 0\): missing field 'Year' or 'year'"):
         load_benchmark("aime_1983_2023", tmp_path, split="train")
 
 

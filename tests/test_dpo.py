@@ -247,7 +247,7 @@ def test_bad_inputs_give_clear_errors_and_leave_nothing(micro_model, pairs, tmp_
     cfg.write_text(json.dumps({"bta": 0.1}))
     assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o6"),
                  "--config", str(cfg)]) == 2
-    assert "unknown option(s) ['bta']: 'bta' (did you mean 'beta'?)" in capsys.readouterr().err
+    assert "unknown key(s) ['bta']: 'bta' (did you mean 'beta'?)" in capsys.readouterr().err
     cfg.write_text(json.dumps({"preset": "adar1-70b"}))
     assert main(["dpo", "--model", str(micro_model), "--pairs", str(pairs["group"]), "--out", str(tmp_path / "o7"),
                  "--config", str(cfg)]) == 2

@@ -173,9 +173,9 @@ def test_prompts_without_prompt_text_render_with_the_generation_prompt(tok):
 
 def test_max_length_drops_a_filled_prompt_and_cuts_the_rest(slow, tok, tmp_path):
     from datasets import Dataset
+    from transformers import AutoModelForCausalLM
 
     from l2s.dpo.train import _trainer, tokenize_pairs
-    from transformers import AutoModelForCausalLM
 
     rows = _records(tok, "chat")
     long_q = "What is " + " plus ".join(["1"] * 40) + "?"

@@ -109,7 +109,8 @@ def test_worker_error_names_its_shard():
             _collect(dp)
     finally:
         dp.close()
-    with pytest.raises(RuntimeError, match=r"worker shard \d/2 \(CUDA_VISIBLE_DEVICES=\d\) failed:(.|\n)*no such model: /nowhere"):
+    with pytest.raises(RuntimeError, match=r"worker shard \d/2 \(CUDA_VISIBLE_DEVICES=\d\) failed:"
+                                           r"(.|\n)*no such model: /nowhere"):
         DataParallelBackend(functools.partial(FakeBackend, fail_at_init=True), 2, devices=[["0"], ["1"]])
 
 

@@ -2,6 +2,7 @@
 checked against the runs' metrics, outputs are byte-deterministic, missing data skips a figure."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -37,7 +38,8 @@ RUNS = {
     "s-ta-a1.0": ({"size": "toy-s", "role": "merged", "method": "task_arithmetic", "params": {"alpha": 1.0},
                    "sweep": True}, {"toy": (0.78, 90.0, 0.85, 2.0), "extra": (0.69, 48.0, 0.70, 1.5)}),
     "m-slow": ({"size": "toy-m", "role": "slow"}, {"toy": (0.90, 200.0, 0.95, 3.0)}),
-    "m-ties": ({"size": "toy-m", "role": "merged", "method": "ties", "params": {"k": 0.8}}, {"toy": (0.85, 80.0, 0.4, 1.0)}),
+    "m-ties": ({"size": "toy-m", "role": "merged", "method": "ties", "params": {"k": 0.8}},
+               {"toy": (0.85, 80.0, 0.4, 1.0)}),
 }
 ADAR1 = ({"size": "toy-s", "role": "adar1", "method": "bi_level"}, {"toy": (0.79, 35.0, 0.35, 0.6),
                                                                      "extra": (0.66, 25.0, 0.2, 0.3)})
@@ -51,6 +53,7 @@ def write_runs(root, runs):
                    for ds, v in datasets.items()}
         (d / "config.json").write_text(json.dumps({"model": f"/ckpt/{name}", "tags": tags}))
         (d / "metrics.json").write_text(json.dumps({"datasets": metrics, "overall": {}}))
+        (d / "provenance.json").write_text("{}")
     (root / "toy-s-checkpoints").mkdir()  # not a run: skipped
     (root / "toy-s-checkpoints" / "config.json").write_text("{}")
     return root
@@ -192,9 +195,7 @@ def test_cli(tmp_path, capsys):
 
 def test_reference_runs_are_read_but_not_plotted(tmp_path):
     """A run tagged role "reference" (Ada-R1's re-evaluation of the slow model) is not a series."""
-    import json
-
-    from l2s.figures.runs import load_runs
+    from l2s.figures.frames import load_runs
 
     metrics = {"n": 2, "accuracy": 1.0, "mean_tokens": 10.0, "median_tokens": 10.0, "reflective_ratio": 1.0,
                "keyword_hits": 1.0, "truncated": 0, "by_level": {}}
@@ -203,4 +204,14 @@ def test_reference_runs_are_read_but_not_plotted(tmp_path):
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"tags": {"size": "toy-s", "role": role, "method": "long"}}))
         (run / "metrics.json").write_text(json.dumps({"datasets": {"toy": metrics}}))
+        (run / "provenance.json").write_text("{}")
     assert load_runs(tmp_path).datasets["run"].tolist() == ["slow"]
+
+
+def test_empty_or_missing_runs_dir_says_what_to_run(tmp_path):
+    from l2s.figures.frames import load_runs
+
+    (tmp_path / "toy-s-checkpoints").mkdir()  # a directory, but no finished evaluation run
+    for runs_dir, what in ((tmp_path, "holds no finished evaluation run"), (tmp_path / "nope", "does not exist")):
+        with pytest.raises(ValueError, match=re.escape(f"runs directory {runs_dir} {what}: run the study first")):
+            load_runs(runs_dir)

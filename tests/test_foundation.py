@@ -8,9 +8,9 @@ import tomllib
 
 import pytest
 import yaml
+from conftest import REPO
 
 from l2s import __version__, cli, io, provenance
-from conftest import REPO
 
 
 def _pins(lines):
@@ -88,7 +88,7 @@ def test_atomic_output_dir_leaves_nothing_on_error(tmp_path):
     with io.atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [io.MARKER, "b.txt"]
 
 
 def test_jsonl_append_and_torn_tail(tmp_path):

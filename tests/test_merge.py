@@ -76,7 +76,8 @@ def test_streamed_equals_in_memory(ckpts, tmp_path, method, params):
     for name in b:
         models = [m[name] for m in ms]
         if spec.dare:
-            models = [b[name] + dare(m - b[name], params["p"], dare_generator(7, name, i)) for i, m in enumerate(models)]
+            models = [b[name] + dare(m - b[name], params["p"], dare_generator(7, name, i))
+                      for i, m in enumerate(models)]
         if spec.base_participates(resolved):
             models = [b[name]] + models
         want = METHODS[spec.core].fn(b[name], models, **core_params)
@@ -215,7 +216,8 @@ def test_output_is_a_loadable_hf_checkpoint(ckpts, tmp_path):
     assert record["method"] == "ties" and record["params"] == {"k": 0.8, "alpha": 1.0, "trim": "tensor"}
     assert record["seed"] == 0 and record["l2s_version"] and record["provenance"]["packages"]["torch"]
     assert set(record["base"]["shards"]) == {p.name for p in Path(ckpts["base"]).glob("*.safetensors")}
-    assert record["models"][0]["config_sha256"] and set(record["outputs"]) == {p.name for p in out.glob("*.safetensors")}
+    assert record["models"][0]["config_sha256"]
+    assert set(record["outputs"]) == {p.name for p in out.glob("*.safetensors")}
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
     tok = load_tokenizer(out)

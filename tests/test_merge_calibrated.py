@@ -67,7 +67,8 @@ def test_sens_merging_layer_coefficients(world, tmp_path):
                             params={"alpha": 0.7, "T": 2.0}, out=str(tmp_path / "sens")))
     summary = json.loads((out / "l2s_merge.json").read_text())["sens"]
     coeffs = torch.tensor(summary["coefficients"])  # [participants, layers], K σ
-    assert coeffs.shape == (2, len(summary["layers"])) and torch.allclose(coeffs.sum(0), torch.full((coeffs.shape[1],), 2.0))
+    assert coeffs.shape == (2, len(summary["layers"]))
+    assert torch.allclose(coeffs.sum(0), torch.full((coeffs.shape[1],), 2.0))
     got, base, m1 = state(out), state(paths["base"]), state(paths["m1"])
     j = summary["layers"].index("model.layers.1")
     name = "model.layers.1.self_attn.o_proj.weight"

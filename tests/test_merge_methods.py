@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from l2s.merge import METHODS, MergeConfig, parse_method
-from l2s.merge.methods import activation, svd, task_vector as tv
+from l2s.merge.methods import activation, svd
+from l2s.merge.methods import task_vector as tv
 
 T = torch.tensor
 
@@ -170,7 +171,8 @@ def test_lore_base_and_one_finetune_hand_computed():
     assert torch.allclose(fn("lore")(base, [base, ft], mu=0.5, iters=60, alpha=0.5), 0.5 * ft, atol=1e-6)
     # the paper's mean start is the average, whatever μ and α (why l2s starts from the base)
     for mu, alpha in ((0.5, 0.8), (0.1, 1.7)):
-        assert torch.allclose(fn("lore")(base, [base, ft], mu=mu, iters=5, alpha=alpha, init="mean"), 0.5 * ft, atol=1e-6)
+        assert torch.allclose(fn("lore")(base, [base, ft], mu=mu, iters=5, alpha=alpha, init="mean"),
+                              0.5 * ft, atol=1e-6)
 
 
 def test_lore_vectors_are_one_row_matrices():
@@ -248,7 +250,8 @@ def test_sens_coefficients_hand_computed():
         assert torch.allclose(sigma.sum(0), torch.ones(2))
     assert torch.allclose(fn("sens")(T([1.0]), [T([3.0])], alpha=0.5, coefficients=[1.2]), T([2.2]))
     # two participants, the base first (δ = 0): θ = θ_0 + α Σ_i c_i δ_i
-    got = fn("sens")(T([1.0, 2.0]), [T([1.0, 2.0]), T([3.0, 0.0]), T([0.0, 4.0])], alpha=0.4, coefficients=[0.5, 1.2, 1.3])
+    got = fn("sens")(T([1.0, 2.0]), [T([1.0, 2.0]), T([3.0, 0.0]), T([0.0, 4.0])], alpha=0.4,
+                     coefficients=[0.5, 1.2, 1.3])
     assert torch.allclose(got, T([1.0 + 0.4 * (1.2 * 2.0 + 1.3 * -1.0), 2.0 + 0.4 * (1.2 * -2.0 + 1.3 * 2.0)]))
 
 
@@ -257,7 +260,8 @@ def test_method_strings_and_aliases():
     assert parse_method("aim+dare+ties") == parse_method("dare+aim+ties")
     assert parse_method("sens_merging").core == "sens"
     assert parse_method("aim").name == "aim+ties" and parse_method("dare").name == "dare+average"
-    assert parse_method("dare+ta").name == "dare+task_arithmetic" and parse_method("aim+dare_ties").name == "aim+dare+ties"
+    assert parse_method("dare+ta").name == "dare+task_arithmetic"
+    assert parse_method("aim+dare_ties").name == "aim+dare+ties"
     for bad, msg in [("foo", "unknown merge method"), ("ties+dare", "core method"), ("dare+lore", "dare applies"),
                      ("aim+linear", "no base")]:
         with pytest.raises(ValueError, match=msg):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2s import reference
+from l2s import runs
 from l2s.merge import METHODS, MergeConfig, merge, parse_method
 from l2s.merge.methods import aliases, entries, figure_key, labels, markdown_table
 
@@ -32,7 +32,8 @@ def test_every_method_says_what_it_is_and_needs():
         assert (m.rewrite is not None) == (m.kind == "pre") and (m.relax is not None) == (m.kind == "post"), m.name
         if m.needs.base_participant:
             assert METHODS[m.name].params[m.needs.base_participant].type is bool, m.name
-        assert bool(m.needs.global_pass) <= (m.prepare is not None) and bool(m.needs.calibration) <= (m.prepare is not None)
+        assert bool(m.needs.global_pass) <= (m.prepare is not None)
+        assert bool(m.needs.calibration) <= (m.prepare is not None)
     assert {m.name for m in METHODS.values() if m.needs.calibration} == {"aim", "sens"}
     assert {m.name for m in METHODS.values() if m.needs.svd} == {"lore", "twin"}
     assert {m.name for m in METHODS.values() if m.needs.base_participant} == {"lore", "sens"}
@@ -46,13 +47,13 @@ def test_one_vocabulary_from_config_to_figure():
         spec = parse_method(e.method)
         assert figure_key(e.method) == e.key and figure_key(e.key) == e.key and parse_method(e.key) == spec
         for name in e.aliases:
-            assert parse_method(name) == spec and reference.canonical_method(name) == e.key, name
-            assert reference.canonical_method(name.upper()) == e.key, name
-        assert reference.method_label(e.key) == e.label
-        assert reference.canonical_method(spec.name) == e.key
+            assert parse_method(name) == spec and runs.canonical_method(name) == e.key, name
+            assert runs.canonical_method(name.upper()) == e.key, name
+        assert runs.method_label(e.key) == e.label
+        assert runs.canonical_method(spec.name) == e.key
     # the figures' label table: the single models, the registry in its order, then the other papers'
-    assert list(reference.method_labels())[3:3 + len(keys)] == keys
-    assert {**labels()}.items() <= reference.method_labels().items()
+    assert list(runs.method_labels())[3:3 + len(keys)] == keys
+    assert {**labels()}.items() <= runs.method_labels().items()
     assert set(aliases()) >= set(keys)
 
 
@@ -264,7 +265,8 @@ def test_aim_relaxes_a_tied_output_through_lm_head(tmp_path, world):
     ties = state(merge(MergeConfig(method="ties", out=str(tmp_path / "ties"), base=base, models=[ft],
                                    params={"k": 0.5})))
     rec = json.loads((aim / "l2s_merge.json").read_text())
-    assert rec["tied_embeddings"]["output"] is True and rec["aim"]["relaxed_through_lm_head"] == ["model.embed_tokens.weight"]
+    assert rec["tied_embeddings"]["output"] is True
+    assert rec["aim"]["relaxed_through_lm_head"] == ["model.embed_tokens.weight"]
     scales, got, b = load_file(rec["stats"]["aim"]["path"]), state(aim), state(base)
     embed = "model.embed_tokens.weight"
     assert "lm_head.weight" not in got and "lm_head.weight" in scales

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from l2s.cli import main
+from l2s.config import parse
 from l2s.io import read_jsonl, write_jsonl
 from l2s.prefs import PairsConfig, build_pairs, write_pairs
-from l2s.prefs.config import config_from_mapping
 from l2s.prefs.groups import Sample, chatml_messages, token_limit
 from l2s.prefs.pairs import default_epsilon, group_pairs, instance_pairs, preferred_style, shortest_vs_longest
 
@@ -158,7 +158,8 @@ def test_build_pairs_bilevel_stats_and_format(runs):
     # p-long: 3 correct long x 3 wrong short = 9 candidates -> 4 drawn; instance: 40 vs 80 (wrong) and 60
     kinds = [(r["id"], r["kind"]) for r in records]
     assert kinds.count(("p-long", "group")) == 4 and kinds.count(("p-long", "instance")) == 2
-    inst = [(r["chosen_tokens"], r["rejected_tokens"]) for r in records if r["id"] == "p-long" and r["kind"] == "instance"]
+    inst = [(r["chosen_tokens"], r["rejected_tokens"]) for r in records
+            if r["id"] == "p-long" and r["kind"] == "instance"]
     assert inst == [(40, 80), (40, 60)]
     # p-short: short all correct, long has 2 wrong -> 4 x 2 = 8 candidates, 4 drawn; instance 5 vs 8, 7
     assert all(r["chosen_style"] == "short" and not r["rejected_correct"]
@@ -233,7 +234,7 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(runs, tmp_path):
     with pytest.raises(ValueError, match="rendered different chats"):
         build_pairs(bad, short, PairsConfig())
     write_jsonl(bad, [{**r, "messages": "problem"} for r in rs])
-    with pytest.raises(ValueError, match=r"row 1: 'messages' must be a non-empty list"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: 'messages' must be a non-empty list"):
         build_pairs(bad, short, PairsConfig())
     zero = tmp_path / "zero.jsonl"
     write_jsonl(zero, [r for r in rs if r["id"] == "p-zero"])
@@ -249,15 +250,18 @@ def test_config_validation():
         PairsConfig(variant="trilevel")
     with pytest.raises(ValueError, match="m1 must be"):
         PairsConfig(m1=0)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['m3'\]"):
-        config_from_mapping(PairsConfig, {"m3": 1})
-    with pytest.raises(ValueError, match="m1 must be"):
-        config_from_mapping(PairsConfig, {"m1": "4"})
-    assert config_from_mapping(PairsConfig, {"epsilon": 0}).epsilon == 0.0
+    with pytest.raises(ValueError, match=r"c.yaml: unknown key\(s\) \['m3'\]"):
+        parse(PairsConfig, {"m3": 1}, "c.yaml")
+    with pytest.raises(ValueError, match="m1 must be int, got '4'"):
+        parse(PairsConfig, {"m1": "4"})
+    with pytest.raises(ValueError, match="variant must be one of 'bilevel'"):
+        parse(PairsConfig, {"variant": "trilevel"})
+    assert parse(PairsConfig, {"epsilon": 0}).epsilon == 0.0
 
 
 def test_chatml_roundtrip():
-    text = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nline 1\nline 2<|im_end|>\n<|im_start|>assistant\n"
+    text = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nline 1\nline 2<|im_end|>\n"
+            "<|im_start|>assistant\n")
     assert chatml_messages(text) == [{"role": "system", "content": "Be brief."},
                                      {"role": "user", "content": "line 1\nline 2"}]
     from l2s.toy.tokenizer import build_tokenizer
@@ -281,7 +285,7 @@ def test_cli_pairs(runs, tmp_path, capsys):
     cfg.write_text("m9: 1\n")
     assert main(["pairs", "--long", str(long), "--short", str(short), "--out", str(tmp_path / "x"),
                  "--config", str(cfg)]) == 2
-    assert "unknown option" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "pairs.yaml: unknown key(s) ['m9']" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 # ---- prompts from the rows --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from l2s import reference
+from l2s import reference, runs
 
 
 def _one(df, **where):
@@ -63,9 +63,9 @@ def test_length_reduction_matches_hand_computation():
 def test_canonical_names():
     assert [reference.canonical_size(s) for s in ("qwen-7b", "7B", "Qwen2.5-Math-1.5B", "toy-s", "qwen_14b")] == \
         ["7B", "7B", "1.5B", "toy-s", "14B"]
-    assert [reference.canonical_method(m) for m in ("TIES_merging", "TA", "aim-ties", "dare_ta", None)] == \
+    assert [runs.canonical_method(m) for m in ("TIES_merging", "TA", "aim-ties", "dare_ta", None)] == \
         ["ties", "task_arithmetic", "aim", "dare_ta", None]
-    assert reference.method_label("aim") == "AIM-TIES" and reference.method_label("new_thing") == "new_thing"
+    assert runs.method_label("aim") == "AIM-TIES" and runs.method_label("new_thing") == "new_thing"
 
 
 def test_shipped_csvs_equal_the_shared_reference(shared_data):

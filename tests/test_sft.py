@@ -13,9 +13,17 @@ import torch
 from l2s import io
 from l2s.cli import main
 from l2s.eval.prompts import build_prompt
+from l2s.sft import (
+    PRESETS,
+    build_trainer,
+    chat_prompt_completion,
+    preset_config,
+    read_examples,
+    tokenize_examples,
+    train_sft,
+    turn_end,
+)
 from l2s.short_cot import ShortCoTConfig, build_short_cot, correct_responses, keep_shortest
-from l2s.sft import (PRESETS, build_trainer, chat_prompt_completion, preset_config, read_examples,
-                     tokenize_examples, train_sft, turn_end)
 from l2s.toy import task
 from l2s.toy.tokenizer import build_tokenizer
 

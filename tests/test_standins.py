@@ -78,7 +78,8 @@ def test_chat_templates_render_as_the_real_ones(pairs):
 def test_slow_is_quick_plus_a_small_task_vector(pairs):
     dirs, _ = pairs
     d = dirs["qwen-1.5b"]
-    with safe_open(d["quick"] / "model.safetensors", "pt") as fq, safe_open(d["slow"] / "model.safetensors", "pt") as fs:
+    with (safe_open(d["quick"] / "model.safetensors", "pt") as fq,
+          safe_open(d["slow"] / "model.safetensors", "pt") as fs):
         base = {k: fq.get_tensor(k).float() for k in fq.keys()}
         ratios = []
         for name in fs.keys():

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from l2s.cli import main
-from l2s.study import MARKER, expand, load_config, run_study, select, status, summary
+from l2s.study import MARKER, expand, load_config, run_study, select, states, summary
 
 
 def make_notebook(path: Path) -> Path:
     """Writes ``out.json`` (its parameters) into run_dir, counts executions, fails when asked."""
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('run_dir = "unset"\nvalue = 0\nfail = False')
+    params = nbformat.v4.new_code_cell('run_dir = "unset"\nvalue = 0\nfail = False\nartifact = ""')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [
         nbformat.v4.new_markdown_cell("# throwaway step"),
@@ -28,7 +28,11 @@ def make_notebook(path: Path) -> Path:
             "    raise RuntimeError('step asked to fail')\n"
             "out = pathlib.Path(run_dir)\n"
             "out.mkdir(parents=True, exist_ok=True)\n"
-            "(out / 'out.json').write_text(json.dumps({'value': value}))"),
+            "(out / 'out.json').write_text(json.dumps({'value': value}))\n"
+            "if artifact:\n"
+            "    from l2s.pipeline import declare_artifacts\n"
+            "    pathlib.Path(artifact).mkdir(parents=True, exist_ok=True)\n"
+            "    declare_artifacts(run_dir, [artifact])"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -67,8 +71,10 @@ def test_grid_expansion_and_substitution(tmp_path):
 @pytest.mark.parametrize("steps, message", [
     ([{"notebook": "a.ipynb", "run_dir": "r/{x}", "grid": {"x": [1, 1]}}], "two steps share the name"),
     ([{"notebook": "a.ipynb", "run_dir": "r/{y}"}], "'y' which is not a grid variable"),
-    ([{"notebook": "a.ipynb", "run_dir": "r", "bogus": 1}], r"unknown key\(s\) bogus"),
-    ([{"run_dir": "r"}], r"missing key\(s\) notebook"),
+    ([{"notebook": "a.ipynb", "run_dir": "r", "bogus": 1}], r"steps\[0\]: unknown key\(s\) \['bogus'\]"),
+    ([{"run_dir": "r"}], r"missing key\(s\).*notebook"),
+    ([{"notebook": "a.ipynb", "run_dir": "r", "always": "false"}], r"steps\[0\]\.always.*bool"),
+    ([{"notebook": "a.ipynb", "run_dir": "r", "grid": {"x": "abc"}}], r"steps\[0\]\.grid\.x.*list"),
     ([{"notebook": "a.ipynb", "run_dir": "r/{x}", "grid": {"x": []}}], "non-empty list"),
     ([], "non-empty list"),
 ])
@@ -124,17 +130,129 @@ def test_run_fail_resume_and_skip(tmp_path, monkeypatch):
     assert executions(tmp_path) == ["runs/a", "runs/b", "runs/b", "runs/c"]
     assert not Path("runs/b.failed.ipynb").exists() and (Path("runs/b") / MARKER).is_file()
 
-    # a step marked always (like the figures) reruns every time; finished ones stay skipped
+    # a step marked always reruns every time; finished ones stay skipped
     steps[2]["always"] = True
     write_config(cfg, steps, figures_dir="figures")
     assert [o.state for o in run_study(load_config(cfg))] == ["done", "done", "ran"]
     assert executions(tmp_path)[-1] == "runs/c" and len(executions(tmp_path)) == 5
 
-    # changed parameters make a finished step "stale": kept, reported, not rerun
+    # changed parameters make a finished step "stale": it reruns from a cleared run directory
     steps[0]["parameters"]["value"] = 10
+    (a / "leftover.txt").write_text("from the old inputs")
     write_config(cfg, steps, figures_dir="figures")
-    steps_now = expand(load_config(cfg))
-    assert [status(s) for s in steps_now] == ["stale", "done", "done"]
+    assert states(expand(load_config(cfg))) == {"a": "stale", "b": "done", "c": "done"}
+    assert [o.state for o in run_study(load_config(cfg))] == ["ran", "done", "ran"]
+    assert json.loads((a / "out.json").read_text()) == {"value": 10} and not (a / "leftover.txt").exists()
+
+
+def chain_config(tmp_path: Path, value_x: int = 2) -> Path:
+    """models -> merge-{x,y} (consume models) -> eval-{x,y} (consume a merge), other, figures (reads runs/)."""
+    if not (tmp_path / "step.ipynb").exists():  # new cells get new ids: rewriting would change the notebook
+        make_notebook(tmp_path / "step.ipynb")
+    merges = [{"name": "x", "value": value_x}, {"name": "y", "value": 2}]
+    return write_config(tmp_path / "chain.yaml", [
+        {"notebook": "step.ipynb", "run_dir": "runs/models", "parameters": {"value": 1}},
+        {"notebook": "step.ipynb", "run_dir": "runs/merge-{m[name]}", "grid": {"m": merges},
+         "parameters": {"value": "{m[value]}", "models_run": "runs/models"}},
+        {"notebook": "step.ipynb", "run_dir": "runs/eval-{m[name]}", "grid": {"m": merges},
+         "parameters": {"merge_run": "runs/merge-{m[name]}", "data_dir": "runs/models/data"}},
+        {"notebook": "step.ipynb", "run_dir": "runs/other", "parameters": {"value": 4}},
+        {"notebook": "step.ipynb", "run_dir": "runs/figures", "parameters": {"runs_dir": "runs", "out_dir": "figures"}},
+    ], figures_dir="figures")
+
+
+def test_dependencies_come_from_the_parameters(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    steps = {s.name: s for s in expand(load_config(chain_config(tmp_path)))}
+    assert steps["models"].deps == () and steps["merge-x"].deps == ("models",)
+    assert steps["eval-y"].deps == ("models", "merge-y")   # data_dir lies inside the models run
+    assert steps["figures"].deps == () and steps["figures"].reads == (
+        "models", "merge-x", "merge-y", "eval-x", "eval-y", "other")
+    bad = write_config(tmp_path / "bad.yaml", [
+        {"notebook": "step.ipynb", "run_dir": "runs/a", "parameters": {"uses": "runs/b"}},
+        {"notebook": "step.ipynb", "run_dir": "runs/b"}])
+    with pytest.raises(ValueError, match="uses the run of b, which comes later"):
+        expand(load_config(bad))
+    with pytest.raises(ValueError, match="needs 'nothing' matches no earlier step"):
+        expand(load_config(write_config(tmp_path / "n.yaml", [
+            {"notebook": "step.ipynb", "run_dir": "runs/a", "needs": ["nothing"]}])))
+
+
+def test_a_changed_parameter_reruns_that_step_its_consumers_and_the_figures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--config", str(chain_config(tmp_path))]) == 0
+    assert len(executions(tmp_path)) == 7
+    cfg = chain_config(tmp_path, value_x=3)
+    assert states(expand(load_config(cfg))) == {"models": "done", "merge-x": "stale", "merge-y": "done",
+                                                "eval-x": "stale", "eval-y": "done", "other": "done",
+                                                "figures": "stale"}
+    before = len(executions(tmp_path))
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert executions(tmp_path)[before:] == ["runs/merge-x", "runs/eval-x", "runs/figures"]
+    assert json.loads(Path("runs/merge-x/out.json").read_text()) == {"value": 3}
+    # --only a step whose upstream is stale brings that upstream along
+    cfg = chain_config(tmp_path, value_x=4)
+    before = len(executions(tmp_path))
+    assert main(["study", "--config", str(cfg), "--only", "eval-x"]) == 0
+    assert executions(tmp_path)[before:] == ["runs/merge-x", "runs/eval-x"]
+
+
+def test_a_new_step_rebuilds_missing_cache_artifacts_first(tmp_path, monkeypatch):
+    """A fresh clone: the markers are committed, the cache artifacts they declare are not there."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    cfg = chain_config(tmp_path)
+    steps = yaml.safe_load(cfg.read_text())["steps"]
+    steps[0]["parameters"]["artifact"] = "cache/quick"
+    write_config(cfg, steps, figures_dir="figures")
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert json.loads((tmp_path / "runs/models" / MARKER).read_text())["artifacts"] == ["cache/quick"]
+    shutil.rmtree(tmp_path / "cache")
+    assert states(expand(load_config(cfg)))["models"] == "missing"
+    n = len(executions(tmp_path))
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert executions(tmp_path)[n:] == []   # nothing needs the checkpoint: nothing is rebuilt
+
+    steps.insert(2, {"notebook": "step.ipynb", "run_dir": "runs/merge-new",
+                     "parameters": {"models_run": "runs/models"}})
+    write_config(cfg, steps, figures_dir="figures")
+    assert main(["study", "--config", str(cfg)]) == 0
+    assert executions(tmp_path)[n:] == ["runs/models", "runs/merge-new", "runs/figures"]
+    assert (tmp_path / "cache/quick").is_dir()
+    assert set(states(expand(load_config(cfg))).values()) == {"done"}
+
+
+def test_out_reruns_everything_elsewhere_and_reports_reproduction(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = chain_config(tmp_path)
+    assert main(["study", "--config", str(cfg)]) == 0
+    for d in ("runs/eval-x", "runs/eval-y"):   # stand-in metrics for the report
+        (tmp_path / d / "metrics.json").write_text(json.dumps({"overall": {"accuracy": 0.5, "n": 4}}))
+    n = len(executions(tmp_path))
+    steps = expand(load_config(cfg), out="again")
+    assert steps[1].run_dir == Path("again/runs/merge-x")
+    assert steps[1].parameters["models_run"] == "again/runs/models"
+    assert steps[-1].parameters == {"runs_dir": "again/runs", "out_dir": "again/figures",
+                                    "run_dir": "again/runs/figures"}
+    import l2s.study
+    real_run_step = l2s.study.run_step
+
+    def run_step(step, *a, **k):
+        artifacts = real_run_step(step, *a, **k)
+        if step.name.startswith("eval-"):
+            acc = 0.5 if step.name == "eval-x" else 0.75
+            (step.run_dir / "metrics.json").write_text(json.dumps({"overall": {"accuracy": acc, "n": 4}}))
+        return artifacts
+    monkeypatch.setattr(l2s.study, "run_step", run_step)
+    capsys.readouterr()
+    assert main(["study", "--config", str(cfg), "--out", "again", "--compare", "runs"]) == 0
+    assert len(executions(tmp_path)) == n + 7
+    text = capsys.readouterr().out
+    assert "1 of 2 runs reproduce every metric exactly; 3 of 4 metrics equal" in text
+    assert "eval-y: overall.accuracy 0.75 vs 0.5" in text
+    report = json.loads((tmp_path / "again/reproduction.json").read_text())
+    assert report["totals"]["runs_equal"] == 1 and (tmp_path / "again/reproduction.md").is_file()
 
 
 def test_cli_dry_run_and_only(tmp_path, monkeypatch, capsys):

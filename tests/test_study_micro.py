@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import study_in
 
 from l2s import io
 from l2s import notebook_helpers as nh
 from l2s.figures import FIGURES
 from l2s.study import MARKER, expand, load_config, run_study
 from l2s.toy import task
-from conftest import study_in
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO = ROOT / "configs" / "micro.yaml"
@@ -110,15 +110,24 @@ def test_figures_agree_with_the_runs(study):
         assert close(row.long_cot_ratio, 100 * m["reflective_ratio"]) and close(row.mean_tokens, m["mean_tokens"])
 
 
-def test_rerun_has_nothing_left_but_the_figures(study):
+def test_rerun_has_nothing_left_and_a_changed_merge_reruns_only_its_chain(study):
+    import yaml
+
     root, _ = study
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        states = {o.step.name: o.state for o in run_study(load_config(MICRO), dry_run=True)}
+        states = {o.task.name: o.state for o in run_study(load_config(MICRO), dry_run=True)}
+        assert set(states.values()) == {"done"}, states
+        config = yaml.safe_load(MICRO.read_text())
+        config["steps"][2]["grid"]["merge"][1]["params"]["k"] = 0.5  # TIES's k; the eval step shares the list
+        config["steps"][3]["grid"]["merge"] = config["steps"][2]["grid"]["merge"]
+        changed = root / "changed.yaml"
+        changed.write_text(yaml.safe_dump(config, sort_keys=False))
+        plan = {o.task.name: o.state for o in run_study(load_config(changed), dry_run=True) if o.state != "done"}
     finally:
         os.chdir(cwd)
-    assert set(states.values()) == {"done"}, states
+    assert plan == {"micro-merge-ties": "stale", "micro-ties": "stale", "figures": "stale"}
 
 
 # -- the helpers on hand-made runs ------------------------------------------------------------------

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import study_in
 
 from l2s import io
 from l2s.cli import main
 from l2s.study import MARKER, expand, load_config
-from conftest import study_in
 
 ROOT = Path(__file__).resolve().parent.parent
 NANO = ROOT / "configs" / "nano.yaml"

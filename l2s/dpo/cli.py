@@ -6,20 +6,21 @@ import argparse
 import os
 from pathlib import Path
 
-# Flags for the options most often changed; ``--set KEY=VALUE`` reaches every other one.
-FLAGS = (("beta", float), ("learning-rate", float), ("num-train-epochs", float), ("max-steps", int),
-         ("effective-batch-size", int), ("per-device-train-batch-size", int), ("max-length", int), ("seed", int),
-         ("save-steps", int), ("save-total-limit", int))
+OWN_FLAGS = ("method", "effective_batch_size", "save_dtype")  # TrainConfig fields given as flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from l2s.dpo.config import METHODS, PRESETS, SAVE_DTYPES
+    from l2s.config import add_flags
+    from l2s.dpo.config import PRESETS, REFUSED
 
     p = sub.add_parser(
         "dpo", help="DPO (or SFT for the sft variant) on preference pairs; saves an HF checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Fine-tune a model on `l2s pairs` output with TRL. Options are trl.DPOConfig's fields plus\n"
-                    "l2s's (effective_batch_size, lora, save_dtype, method, sft); see l2s.dpo.config.\n"
+        usage="l2s dpo --model M --pairs P --out O [--preset NAME] [--config FILE] [--set KEY=VALUE] [--lora]\n"
+              "               [--overwrite] [l2s options] [trl.DPOConfig options]",
+        description="Fine-tune a model on `l2s pairs` output with TRL. Options are trl.DPOConfig's fields (every one\n"
+                    "a flag, e.g. --beta 0.1, --learning-rate 5e-7) plus l2s's (effective_batch_size, lora,\n"
+                    "save_dtype, method, sft); see l2s.dpo.config.\n"
                     "Precedence: flags and --set > --config > the preset\n"
                     "(--preset, else the config file's `preset:`, else toy).\n"
                     "Rerunning a killed command resumes it from its last checkpoint.\n"
@@ -36,31 +37,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any option, the value read as YAML (e.g. --set 'loss_type=[sigmoid]'); repeatable")
     p.add_argument("--lora", action="store_const", const=True,
                    help="train LoRA adapters (merged at the end; settings from the config file's `lora:`)")
-    p.add_argument("--method", choices=METHODS)
-    for name, typ in FLAGS:
-        p.add_argument(f"--{name}", type=typ)
-    p.add_argument("--save-dtype", choices=SAVE_DTYPES, help="dtype of the saved weights (default float32)")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. configs/deepspeed/zero3.json (accelerate launch)")
-    p.add_argument("--resume-from-checkpoint", help="a checkpoint directory (default: the run's last checkpoint)")
     p.add_argument("--overwrite", action="store_true")
+    add_flags(p, "l2s.dpo.config:TrainConfig", OWN_FLAGS, help={
+        "method": "auto: sft for prompt/completion pairs (the sft variant), else dpo",
+        "effective_batch_size": "pairs per optimizer step (per-device batch x accumulation x processes)",
+        "save_dtype": "dtype of the saved weights (default float32)"})
+    add_flags(p, "trl:DPOConfig", exclude=REFUSED, title="trl.DPOConfig options (help(trl.DPOConfig))")
     p.set_defaults(func=run_dpo)
 
 
 def options_from_args(args) -> dict:
-    """The flat options of the command line: the config file, then ``--set``, then the flags."""
-    import yaml
+    """The flat options of the command line: the config file, then ``--set``, then the flags; the preset is
+    ``--preset``, else the file's ``preset:``, else ``toy``."""
+    from trl import DPOConfig
 
-    from l2s.prefs.config import read_config_file
+    from l2s.config import ConfigError, given, read_file, yaml_value
 
-    options = read_config_file(args.config) if args.config else {}
+    options = read_file(args.config) if args.config else {}
     for item in args.set_options:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    named = ["method", "save_dtype", "deepspeed", "resume_from_checkpoint",
-             *(name.replace("-", "_") for name, _ in FLAGS)]
-    options.update({name: getattr(args, name) for name in named if getattr(args, name) is not None})
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml_value(value, f"--set {key.strip()}")
+    options.update(given(DPOConfig, args))
+    options.update({k: getattr(args, k) for k in OWN_FLAGS if getattr(args, k, None) is not None})
     if args.lora and not isinstance(options.get("lora"), dict):  # keep the file's LoRA settings
         options["lora"] = True
     if args.preset:
@@ -69,12 +69,18 @@ def options_from_args(args) -> dict:
     return options
 
 
-def run_dpo(args) -> int:
+def config_from_args(args):
+    """The :class:`l2s.dpo.config.TrainConfig` of the command line (:func:`options_from_args`)."""
+    from l2s.config import where_of
     from l2s.dpo.config import TrainConfig
+
+    return TrainConfig.from_options(options_from_args(args), where_of(args))
+
+
+def run_dpo(args) -> int:
     from l2s.dpo.train import train
 
-    config = TrainConfig.from_options(options_from_args(args), str(args.config or "options"))
-    out = train(args.model, args.pairs, args.out, config, overwrite=args.overwrite)
+    out = train(args.model, args.pairs, args.out, config_from_args(args), overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # one line under accelerate launch, not one per process
         print(out)
     return 0

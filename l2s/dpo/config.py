@@ -19,20 +19,29 @@ A configuration is one flat mapping (a preset, a ``--config`` YAML/JSON file, ke
 For the ``sft`` variant the ``TrainingArguments`` fields and ``max_length`` go to ``trl.SFTConfig``, the
 other DPO options do not (SFT's ``loss_type`` means something else), and ``sft: {...}`` adds SFTConfig's
 own options.
+
+There is no copy of TRL's options here: names and types are checked against the annotations of
+``trl.DPOConfig``, ``trl.SFTConfig`` and ``peft.LoraConfig`` themselves (:func:`l2s.config.check_fields`:
+``beta: "high"`` or ``bf16: "false"`` is an error naming the key and the type), the presets are
+``DPOConfig`` keyword arguments, and the ``DPOConfig`` itself is built from them when the run starts
+(:meth:`TrainConfig.trainer_args`): building one sets up the processes (``accelerate launch``) and
+DeepSpeed's ZeRO-3 loading, and needs the run's work directory, so it cannot be built when the options
+are read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-METHODS = ("auto", "dpo", "sft")
-SAVE_DTYPES = ("float32", "bfloat16", "auto")
+from l2s.config import ConfigError, check_fields, merge, parse
+
+Method = Literal["auto", "dpo", "sft"]
+SaveDtype = Literal["float32", "bfloat16", "auto"]
+METHODS, SAVE_DTYPES = typing.get_args(Method), typing.get_args(SaveDtype)
 L2S_OPTIONS = ("method", "effective_batch_size", "lora", "save_dtype", "sft")
 # Options l2s refuses, and why.
 REFUSED = {"output_dir": "it is the run's work directory (checkpoints), next to the output",
@@ -74,10 +83,10 @@ class TrainConfig:
 
     args: dict[str, Any] = field(default_factory=dict)
     preset: str = "custom"
-    method: str = "auto"
+    method: Method = "auto"
     effective_batch_size: int = 32
-    lora: dict[str, Any] | None = None
-    save_dtype: str = "float32"
+    lora: bool | dict[str, Any] | None = None
+    save_dtype: SaveDtype = "float32"
     sft: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,8 +96,10 @@ class TrainConfig:
         elif self.lora is False:
             self.lora = None
         if self.lora is not None:
+            if not isinstance(self.lora, dict):
+                raise ConfigError(f"lora must be null, true or a mapping of peft.LoraConfig options, got {self.lora!r}")
             self.lora = {**LORA_DEFAULTS, **self.lora}
-        _check_fields(self)
+        _check_options(self)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.save_dtype not in SAVE_DTYPES:
@@ -96,8 +107,9 @@ class TrainConfig:
         for name in ("beta", "learning_rate", "num_train_epochs"):
             if name in self.args and not self.args[name] > 0:
                 raise ValueError(f"{name} must be > 0, got {self.args[name]!r}")
-        if self.effective_batch_size < 1:
-            raise ValueError(f"effective_batch_size must be >= 1, got {self.effective_batch_size!r}")
+        if isinstance(self.effective_batch_size, bool) or not isinstance(self.effective_batch_size, int) \
+                or self.effective_batch_size < 1:
+            raise ValueError(f"effective_batch_size must be an integer >= 1, got {self.effective_batch_size!r}")
         self.gradient_accumulation_steps(1)
 
     @property
@@ -137,25 +149,20 @@ class TrainConfig:
     @classmethod
     def from_options(cls, options: dict[str, Any], source: str = "config") -> TrainConfig:
         """A flat mapping of options (see the module docstring) -> ``TrainConfig``. A ``preset`` key names
-        the preset beneath the other options; unknown keys, keys l2s sets itself and wrong types are
-        errors that name them, prefixed with ``source``."""
+        the preset beneath the other options (a ``lora`` mapping is merged into the preset's); unknown keys,
+        keys l2s sets itself and wrong types are errors that name them, prefixed with ``source``."""
         if not isinstance(options, dict):
-            raise ValueError(f"{source}: expected a mapping of option -> value, got {type(options).__name__}")
+            raise ConfigError(f"{source}: expected a mapping of option -> value, got {type(options).__name__}")
         options = dict(options)
         preset = options.pop("preset", None)
         base: dict[str, Any] = {}
         if preset not in (None, "custom"):
             if preset not in PRESETS:
-                raise ValueError(f"{source}: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+                raise ConfigError(f"{source}: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
             base = PRESETS[preset]
-            if isinstance(options.get("lora"), dict) and isinstance(base.get("lora"), dict):
-                options["lora"] = {**base["lora"], **options["lora"]}
-        options = {**base, **options}
+        options = merge(base, options)
         own = {k: options.pop(k) for k in L2S_OPTIONS if k in options}
-        try:
-            return cls(args=options, preset=preset or "custom", **own)
-        except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
+        return parse(cls, {"args": options, "preset": preset or "custom", **own}, source)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, as written in a config file (``args`` at the top level): ``from_options`` of it gives this
@@ -201,106 +208,31 @@ def preset_config(name: str, /, **overrides: Any) -> TrainConfig:
     return TrainConfig.from_options({"preset": name, **overrides}, source="options")
 
 
-def _check_fields(config: TrainConfig) -> None:
-    """Names and types of every option, against the TRL/PEFT dataclasses they go to."""
+def _check_options(config: TrainConfig) -> None:
+    """Every option against the TRL/PEFT dataclass it goes to (names and types, by :func:`l2s.config.check_fields`);
+    an unknown name is reported with the closest known one."""
+    from peft import LoraConfig
     from trl import DPOConfig, SFTConfig
 
-    dpo_fields, sft_fields = _field_types(DPOConfig), _field_types(SFTConfig)
     for name, reason in REFUSED.items():
         if name in config.args:
-            raise ValueError(f"{name} cannot be set: {reason}")
+            raise ConfigError(f"{name} cannot be set: {reason}")
+    dpo_fields = {f.name for f in dataclasses.fields(DPOConfig)}
     unknown = [k for k in config.args if k not in dpo_fields]
     if unknown:
         known = [*dpo_fields, *L2S_OPTIONS]
         hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else repr(k)
                  for k in unknown]
-        in_sft = [k for k in unknown if k in sft_fields]
-        raise ValueError(f"unknown option(s) {unknown}: {', '.join(hints)}. Options are l2s's {list(L2S_OPTIONS)} "
-                         f"and the fields of trl.DPOConfig (see help(trl.DPOConfig))"
-                         + (f"; SFTConfig-only options {in_sft} go under `sft:`" if in_sft else ""))
-    config.args = {k: check_type(k, v, dpo_fields[k]) for k, v in config.args.items()}
-    hints = typing.get_type_hints(TrainConfig)
-    for name in ("method", "effective_batch_size", "save_dtype"):
-        setattr(config, name, check_type(name, getattr(config, name), hints[name]))
-    if not isinstance(config.sft, dict):
-        raise ValueError(f"sft must be a mapping of trl.SFTConfig options, got {config.sft!r}")
-    bad = [k for k in config.sft if k not in sft_fields or k in REFUSED]
-    if bad:
-        raise ValueError(f"sft: unknown or reserved trl.SFTConfig option(s) {bad}")
-    config.sft = {k: check_type(f"sft.{k}", v, sft_fields[k]) for k, v in config.sft.items()}
+        in_sft = [k for k in unknown if k in {f.name for f in dataclasses.fields(SFTConfig)}]
+        raise ConfigError(f"unknown key(s) {unknown}: {', '.join(hints)}. Keys are l2s's {list(L2S_OPTIONS)} and "
+                          f"the fields of trl.DPOConfig (see help(trl.DPOConfig))"
+                          + (f"; SFTConfig-only options {in_sft} go under `sft:`" if in_sft else ""))
+    check_fields(DPOConfig, config.args)
+    reserved = [k for k in config.sft if k in REFUSED]
+    if reserved:
+        raise ConfigError(f"sft: {reserved} cannot be set: {'; '.join(REFUSED[k] for k in reserved)}")
+    check_fields(SFTConfig, config.sft, key="sft")
     if config.lora is not None:
-        if not isinstance(config.lora, dict):
-            raise ValueError(f"lora must be null, true or a mapping of peft.LoraConfig options, got {config.lora!r}")
-        from peft import LoraConfig
-
-        lora_fields = _field_types(LoraConfig)
-        bad = [k for k in config.lora if k not in lora_fields or k == "task_type"]
-        if bad:
-            raise ValueError(f"lora: unknown or reserved peft.LoraConfig option(s) {bad}")
-        config.lora = {k: check_type(f"lora.{k}", v, lora_fields[k]) for k, v in config.lora.items()}
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    """Field name -> type annotation, resolved where the module wrote them as strings (PEFT does)."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # an unresolvable forward reference: fall back to the raw annotations
-        hints = {}
-    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
-
-
-_NO = object()
-
-
-def check_type(name: str, value: Any, hint: Any) -> Any:
-    """``value`` if it fits type annotation ``hint`` (an int is a float, and a numeric string is converted
-    for a float: YAML 1.1 reads ``5e-7`` as a string), else a ValueError naming the option and the type."""
-    got = _fit(value, hint)
-    if got is _NO:
-        shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        raise ValueError(f"{name} must be {shown}, got {value!r} ({type(value).__name__})")
-    return got
-
-
-def _fit(value: Any, hint: Any) -> Any:
-    origin, targs = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any or isinstance(hint, (str, typing.TypeVar)):  # unresolved annotations are not checked
-        return value
-    if hint is None or hint is type(None):
-        return None if value is None else _NO
-    if origin is typing.Union or isinstance(hint, types.UnionType):
-        arms = sorted(targs, key=lambda t: t is float)  # a numeric string stays a string where str is allowed
-        for arm in arms:
-            got = _fit(value, arm)
-            if got is not _NO:
-                return got
-        return _NO
-    if origin is typing.Literal:
-        return value if any(value == a and type(value) is type(a) for a in targs) else _NO
-    if origin in (list, tuple) or hint in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return _NO
-        if origin is tuple or not targs:
-            return list(value)
-        items = [_fit(v, targs[0]) for v in value]
-        return _NO if any(i is _NO for i in items) else items
-    if origin is dict or hint is dict:
-        return value if isinstance(value, dict) else _NO
-    if hint is bool:
-        return value if isinstance(value, bool) else _NO
-    if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return _NO
-        return _NO
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return value if isinstance(value, hint) or value in {e.value for e in hint} else _NO
-    if isinstance(hint, type):
-        return value if isinstance(value, hint) else _NO
-    return value
+        if "task_type" in config.lora:
+            raise ConfigError("lora.task_type cannot be set: it is CAUSAL_LM")
+        check_fields(LoraConfig, config.lora, key="lora")

@@ -51,7 +51,7 @@ from typing import Any
 
 from l2s import paths
 from l2s.dpo.config import TrainConfig
-from l2s.io import atomic_output_dir, atomic_write_json, read_json
+from l2s.io import atomic_output_dir, atomic_write_json, check_replaceable, read_json
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +197,13 @@ def tokenize_pairs(dataset, tokenizer, method: str, max_length: int | None = Non
         return tokenizer(strings, add_special_tokens=False)["input_ids"]
 
     prompt_ids, response_ids = ids(prompts), {c: ids(texts[c]) for c in responses}
-    lengths = {c: [len(p) + len(r) for p, r in zip(prompt_ids, response_ids[c])] for c in responses}
+    lengths = {c: [len(p) + len(r) for p, r in zip(prompt_ids, response_ids[c], strict=True)] for c in responses}
     if method == "dpo":
         columns = {"prompt_ids": prompt_ids, **{f"{c}_ids": response_ids[c] for c in responses}}
     else:
-        columns = {"input_ids": [p + r for p, r in zip(prompt_ids, response_ids["completion"])],
+        columns = {"input_ids": [p + r for p, r in zip(prompt_ids, response_ids["completion"], strict=True)],
                    "completion_mask": [[0] * len(p) + [1] * len(r)
-                                       for p, r in zip(prompt_ids, response_ids["completion"])]}
+                                       for p, r in zip(prompt_ids, response_ids["completion"], strict=True)]}
     bos_id = tokenizer.bos_token_id
     n = len(prompts)
     record: dict[str, Any] = {
@@ -325,8 +325,7 @@ def train(model_path: str | Path, pairs_dir: str | Path, out: str | Path, config
     from l2s.tokenizers import load_tokenizer
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    check_replaceable(out, overwrite)  # before training: --overwrite replaces only what l2s wrote
     dataset, meta = load_pairs(pairs_dir)
     method = resolve_method(config, meta, dataset.column_names)
     model_path = str(model_path)

@@ -21,40 +21,34 @@ def _tag(text: str) -> tuple[str, object]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from l2s.config import add_flags
+
     e = sub.add_parser("eval", help="generate, grade and measure a model on benchmarks",
                        description="Generate responses (vLLM or transformers), grade them with math-verify "
-                                   "and write a resumable run directory.")
-    e.add_argument("--model", help="model directory or hub id")
+                                   "and write a resumable run directory. Flags override --config.")
     e.add_argument("--datasets", help="comma-separated: gsm8k,math500,minerva_math,olympiadbench,"
                                       "college_math,aime24,aime25,math,toy")
-    e.add_argument("--data-dir", help="directory of <dataset>/<split>.jsonl (default: the hub; toy: generated)")
-    e.add_argument("--split", help="split (default test)")
-    e.add_argument("--prompt", choices=list(PROMPTS))
-    e.add_argument("--exemplars", help="cot exemplars (JSON list or JSONL of {question, answer})")
-    e.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
-    e.add_argument("--max-new-tokens", type=int)
-    e.add_argument("--temperature", type=float)
-    e.add_argument("--top-p", type=float)
-    e.add_argument("--top-k", type=int)
-    e.add_argument("--n", type=int, help="samples per problem")
-    e.add_argument("--seed", type=int)
-    e.add_argument("--backend", choices=["auto", "vllm", "hf"])
-    e.add_argument("--batch-size", type=int, help="hf backend batch size")
-    e.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per model")
-    e.add_argument("--data-parallel-size", type=int,
-                   help="vllm: worker processes, each on its own --tensor-parallel-size GPUs (default 1)")
-    e.add_argument("--dtype")
-    e.add_argument("--max-model-len", type=int,
-                   help="context for prompt + response (default: the model's max_position_embeddings); "
-                        "longer budgets are capped and recorded")
-    e.add_argument("--gpu-memory-utilization", type=float, help="vllm: share of GPU memory (default 0.9)")
-    e.add_argument("--out", help="run directory, e.g. runs/NAME (rerun to resume)")
     e.add_argument("--config", type=Path, help="JSON or YAML file of EvalConfig fields; flags override it")
-    e.add_argument("--limit", type=int, help="first N problems of each dataset")
     e.add_argument("--tag", action="append", type=_tag, default=[], metavar="KEY=VALUE",
                    help="free-form label saved in config.json 'tags' (repeatable; JSON values parsed)")
-    e.add_argument("--grading-timeout", type=float)
-    e.add_argument("--truncation-policy", choices=["wrong", "grade"])
+    e.add_argument("--grading-timeout", type=float, help="seconds per answer (grading.timeout_s)")
+    e.add_argument("--truncation-policy", choices=["wrong", "grade"], help="grading.truncation_policy")
+    add_flags(e, "l2s.eval.run:EvalConfig", (
+        "model", "data_dir", "split", "prompt", "exemplars", "tokenizer", "backend", "batch_size",
+        "tensor_parallel_size", "data_parallel_size", "dtype", "max_model_len", "gpu_memory_utilization", "out",
+        "limit"), choices={"prompt": list(PROMPTS), "backend": ["auto", "vllm", "hf"]}, help={
+        "model": "model directory or hub id",
+        "data_dir": "directory of <dataset>/<split>.jsonl (default: the hub; toy: generated)",
+        "split": "split (default test)", "exemplars": "cot exemplars (JSON list or JSONL of {question, answer})",
+        "tokenizer": "tokenizer directory (default: the model's)", "batch_size": "hf backend batch size",
+        "tensor_parallel_size": "vllm: GPUs per model",
+        "data_parallel_size": "vllm: worker processes, each on its own --tensor-parallel-size GPUs (default 1)",
+        "max_model_len": "context for prompt + response (default: the model's max_position_embeddings); "
+                         "longer budgets are capped and recorded",
+        "gpu_memory_utilization": "vllm: share of GPU memory (default 0.9)",
+        "out": "run directory, e.g. runs/NAME (rerun to resume)", "limit": "first N problems of each dataset"})
+    add_flags(e, "l2s.eval.sampling:SamplingConfig", ("max_new_tokens", "temperature", "top_p", "top_k", "n", "seed"),
+              help={"n": "samples per problem", "temperature": "0 = greedy (default)", "top_k": "-1 = off"})
     e.set_defaults(func=run_eval)
 
     s = sub.add_parser("score", help="grade and measure saved responses (JSONL) from any tool")
@@ -76,59 +70,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_compare)
 
 
-def _load_config_file(path: Path) -> dict:
-    import json
-
-    import yaml
-
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: corrupt config ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of EvalConfig fields")
-    return data
-
-
 def eval_config_from_args(args):
+    """The ``--config`` file's EvalConfig fields, overridden by the flags given (sampling and grading flags
+    go to ``sampling`` and ``grading``, ``--tag`` adds to ``tags``)."""
     from l2s.cli import UserError
+    from l2s.config import given, merge, options_from_args, where_of
     from l2s.eval.run import EvalConfig
+    from l2s.eval.sampling import SamplingConfig
 
-    d = _load_config_file(args.config) if args.config else {}
-    for flag, key in [("model", "model"), ("datasets", "datasets"), ("data_dir", "data_dir"), ("split", "split"),
-                      ("prompt", "prompt"), ("exemplars", "exemplars"), ("tokenizer", "tokenizer"),
-                      ("backend", "backend"), ("batch_size", "batch_size"),
-                      ("tensor_parallel_size", "tensor_parallel_size"),
-                      ("data_parallel_size", "data_parallel_size"), ("dtype", "dtype"), ("out", "out"),
-                      ("limit", "limit"), ("max_model_len", "max_model_len"),
-                      ("gpu_memory_utilization", "gpu_memory_utilization")]:
-        if getattr(args, flag) is not None:
-            d[key] = getattr(args, flag)
-    sampling = dict(d.get("sampling") or {})
-    for flag, key in [("max_new_tokens", "max_new_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
-                      ("top_k", "top_k"), ("n", "n"), ("seed", "seed")]:
-        if getattr(args, flag) is not None:
-            sampling[key] = getattr(args, flag)
-    d["sampling"] = sampling
-    grading = dict(d.get("grading") or {})
-    if args.grading_timeout is not None:
-        grading["timeout_s"] = args.grading_timeout
-    if args.truncation_policy is not None:
-        grading["truncation_policy"] = args.truncation_policy
-    d["grading"] = grading
-    d["tags"] = {**(d.get("tags") or {}), **dict(args.tag)}
+    d = options_from_args(EvalConfig, args)
+    if isinstance(args.datasets, str):  # comma-separated on the command line
+        d["datasets"] = [x.strip() for x in args.datasets.split(",") if x.strip()]
+    grading = {k: v for k, v in (("timeout_s", args.grading_timeout), ("truncation_policy", args.truncation_policy))
+               if v is not None}
+    nested = {"sampling": given(SamplingConfig, args), "grading": grading, "tags": dict(args.tag)}
+    d = merge(d, {k: v for k, v in nested.items() if v})
     for required in ("model", "datasets", "out"):
         if not d.get(required):
             raise UserError(f"--{required} is required (or set it in --config)")
-    if isinstance(d["datasets"], str):
-        d["datasets"] = [x.strip() for x in d["datasets"].split(",") if x.strip()]
-    try:
-        return EvalConfig.from_dict(d)
-    except TypeError as e:
-        raise UserError(f"bad eval config: {e}") from e
+    return EvalConfig.from_dict(d, where_of(args))
 
 
 def run_eval(args) -> int:
@@ -151,12 +111,10 @@ def run_score(args) -> int:
 
 
 def _metrics(path: Path) -> dict:
-    from l2s import io
+    """The metrics of a run directory or metrics.json, checked for what :func:`compare` reads."""
+    from l2s.runs import read_metrics
 
-    p = path / "metrics.json" if path.is_dir() else path
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found (is {path} a finished run?)")
-    return io.read_json(p)
+    return read_metrics(path, required=("accuracy", "mean_tokens"))
 
 
 def format_comparison(cmp: dict) -> str:

@@ -15,7 +15,9 @@ a cut-off chain of thought. Equivalence is math-verify's ``verify`` (sympy), aft
   (fast) and again after it (text answers sympy cannot compare).
 
 Grading runs in a process pool; each answer has a timeout (SIGALRM in the worker) and a timeout
-counts as wrong, with status ``timeout``.
+counts as wrong, with status ``timeout``. The workers die with the process that started them (on
+Linux ``PR_SET_PDEATHSIG``, as the data-parallel workers: a SIGKILLed ``l2s eval`` leaves none behind),
+take SIGTERM's default action, and are killed rather than waited for when grading is interrupted.
 """
 
 from __future__ import annotations
@@ -222,6 +224,17 @@ def _init_worker():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _init_pool_worker(parent_pid: int):
+    """A pool worker: dies with its parent (SIGTERM from the kernel), and SIGTERM kills it at once
+    (a forked worker inherits the CLI's handler, :func:`l2s.cli.sigterm_raises`)."""
+    from l2s.eval.backends.parallel import die_with_parent
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    die_with_parent(parent_pid)
+    _init_worker()
+
+
 def _grade_chunk(chunk: list[tuple], policy: str, timeout_s: float, fast: bool) -> list[tuple]:
     out = []
     for response, gold, truncated in chunk:
@@ -247,8 +260,8 @@ class Grader:
             import math_verify  # noqa: F401  (imported once here, inherited by the forked workers)
 
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            self._pool = ProcessPoolExecutor(max(1, self._workers()), initializer=_init_worker,
-                                             mp_context=multiprocessing.get_context(method))
+            self._pool = ProcessPoolExecutor(max(1, self._workers()), initializer=_init_pool_worker,
+                                             initargs=(os.getpid(),), mp_context=multiprocessing.get_context(method))
             self._pool.submit(_init_worker).result()  # with fork, all workers start on the first task
         return self._pool
 
@@ -274,16 +287,24 @@ class Grader:
         bar.close()
         return results
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the pool: wait for its workers, or (``kill``: an error or an interrupt) kill them at once."""
         if self._pool is not None:
+            if kill:
+                for p in self.processes():
+                    p.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "Grader":
+    def processes(self) -> list:
+        """The worker processes (for tests and diagnostics); [] before :meth:`start`."""
+        return list((getattr(self._pool, "_processes", None) or {}).values()) if self._pool else []
+
+    def __enter__(self) -> Grader:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(kill=exc_type is not None)
 
 
 def grade_many(items: list[tuple[str, str, bool]], config: GradeConfig | None = None,

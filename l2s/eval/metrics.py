@@ -2,8 +2,8 @@
 
 Per group (a dataset, a level of it, or everything): ``n``, ``accuracy`` and ``reflective_ratio``
 (fractions in [0, 1]), ``mean_tokens`` and ``median_tokens``, ``keyword_hits`` (mean per response)
-and ``truncated`` (a count). Length change of a run vs a reference (Wu et al. 2025, Table 1 "Avg"):
-``(mean_tokens_run - mean_tokens_ref) / mean_tokens_ref`` per dataset, then the mean over datasets.
+and ``truncated`` (a count). A run is compared with a reference by :func:`length_change` per dataset,
+then the mean over datasets (Wu et al. 2025, Table 1 "Avg").
 """
 
 from __future__ import annotations
@@ -13,6 +13,16 @@ from collections import defaultdict
 
 METRIC_KEYS = ("n", "accuracy", "mean_tokens", "median_tokens", "reflective_ratio", "keyword_hits",
                "truncated")
+
+
+def length_change(tokens, ref_tokens):
+    """Relative change of the mean response length vs a reference, ``(tokens - ref_tokens) / ref_tokens``:
+    -0.4 is 40% shorter. This is the "length" column of Wu et al. 2025 (Tables 1-4; their length
+    reduction, §4, against the slow model) and of Luo et al. 2025 (Table 2, against the long-CoT model),
+    printed there in %. Scalars, or element by element on numpy arrays and pandas Series."""
+    if ref_tokens is None or (isinstance(ref_tokens, (int, float)) and not ref_tokens):
+        raise ValueError(f"reference mean length is {ref_tokens!r}: no length to compare with")
+    return (tokens - ref_tokens) / ref_tokens
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -60,7 +70,7 @@ def compare(run: dict, ref: dict) -> dict:
         out[name] = {"accuracy": a["accuracy"], "ref_accuracy": b["accuracy"],
                      "accuracy_delta": a["accuracy"] - b["accuracy"],
                      "mean_tokens": a["mean_tokens"], "ref_mean_tokens": b["mean_tokens"],
-                     "length_change": (a["mean_tokens"] - b["mean_tokens"]) / b["mean_tokens"]}
+                     "length_change": length_change(a["mean_tokens"], b["mean_tokens"])}
     avg = {k: statistics.fmean(out[n][k] for n in common)
            for k in ("accuracy", "ref_accuracy", "accuracy_delta", "length_change")}
     return {"datasets": out, "avg": avg}

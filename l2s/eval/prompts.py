@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from l2s import io
+
 PROMPTS = ("qwen25-math-cot", "qwen25-math-cot-literal", "chat", "cot", "raw")
 QWEN25_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 # The toolkit's PROMPT_TEMPLATES["qwen25-math-cot"][0], with its "{input}" slot.
@@ -37,9 +39,10 @@ def load_exemplars(path: str | Path | None = None) -> list[dict]:
     path = Path(path) if path else DEFAULT_EXEMPLARS
     if not path.is_file():
         raise FileNotFoundError(f"cot exemplar file {path} not found")
-    text = path.read_text(encoding="utf-8")
+    text = io.read_text(path)
     try:
-        rows = json.loads(text) if path.suffix == ".json" else [json.loads(l) for l in text.splitlines() if l.strip()]
+        rows = (json.loads(text) if path.suffix == ".json"
+                else [json.loads(line) for line in text.splitlines() if line.strip()])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt exemplar file ({e})") from e
     for i, r in enumerate(rows):

@@ -22,6 +22,7 @@ from l2s.eval.measures import keyword_hits
 from l2s.eval.metrics import compute_metrics
 from l2s.eval.prompts import DEFAULT_STOP, PROMPTS, build_prompt, chat_messages, load_exemplars
 from l2s.eval.sampling import SamplingConfig
+from l2s.paths import model_location
 from l2s.provenance import config_hash, file_sha256, provenance
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class EvalConfig:
         if self.prompt in DEFAULT_STOP and not self.sampling.stop:
             self.sampling = SamplingConfig.from_dict({**self.sampling.to_dict(),
                                                       "stop": list(DEFAULT_STOP[self.prompt])})
+        from l2s.runs import check_tags  # l2s.runs reads run directories with this module's names
+
+        self.tags = check_tags(self.tags)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,11 +94,11 @@ class EvalConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvalConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown eval config option(s) {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "eval config") -> EvalConfig:
+        """A config from a mapping (a YAML file, a run's config.json), type-checked (:func:`l2s.config.parse`)."""
+        from l2s.config import parse
+
+        return parse(cls, d, where)
 
     def outputs_key(self) -> dict:
         """The part of the config that decides outputs (everything but where they go and the tags)."""
@@ -111,8 +115,14 @@ def _read_done(path: Path) -> list[dict]:
     so that appending continues on a clean line boundary."""
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    rows = io.read_jsonl(path, tolerate_torn_tail=True)
+    text = io.read_text(path)
+    lines = io.read_jsonl_lines(path, tolerate_torn_tail=True)
+    for line, r in lines:
+        missing = [k for k in ("dataset", "id", "sample") if k not in r]
+        if missing or not isinstance(r.get("sample"), int):
+            raise ValueError(f"{path}:{line}: not a generations row (lacks {missing or 'an integer sample'}); "
+                             "was the file edited? Delete the run directory to start over")
+    rows = [r for _, r in lines]
     if text and not text.endswith("\n"):
         io.write_jsonl(path, rows)
     return rows
@@ -122,7 +132,11 @@ def _prepare_out(cfg: EvalConfig) -> Path:
     out = Path(cfg.out)
     cfg_path = out / CONFIG
     if cfg_path.exists():
-        old = EvalConfig.from_dict(io.read_json(cfg_path))
+        saved = io.read_json(cfg_path)
+        if not isinstance(saved, dict):
+            raise ValueError(f"{cfg_path}: expected the run's config (a JSON object), got {type(saved).__name__}; "
+                             "choose another --out or delete it")
+        old = EvalConfig.from_dict(saved)
         if old.outputs_key() != cfg.outputs_key():
             diff = sorted(k for k in cfg.outputs_key() if old.outputs_key().get(k) != cfg.outputs_key()[k])
             raise FileExistsError(f"{out} holds a run with a different config (differs in {diff}); "
@@ -131,6 +145,16 @@ def _prepare_out(cfg: EvalConfig) -> Path:
         raise FileExistsError(f"{out} exists and is not an l2s run directory (no {CONFIG})")
     io.atomic_write_json(cfg_path, cfg.to_dict())
     return out
+
+
+def model_load_error(model: str, e: OSError) -> FileNotFoundError:
+    """What a failed model load means: a hub id the hub did not give (offline, no such repo), or a
+    local directory transformers cannot read."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not Path(model).is_dir():
+        return FileNotFoundError(f"model directory {model} not found, and the hub gave no repo {model} ({first}); "
+                                 "check the path, or the network for a hub id")
+    return FileNotFoundError(f"cannot load model {model!r}: {first}")
 
 
 def _model_provenance(cfg: EvalConfig, backend) -> dict:
@@ -183,6 +207,11 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
     """Run (or resume) an evaluation and return its directory. ``backend``: an already built
     :class:`~l2s.eval.backends.Backend` (e.g. ``HFBackend.from_objects``) instead of loading ``cfg.model``."""
     problems = {name: load_benchmark(name, cfg.data_dir, cfg.split, cfg.limit) for name in cfg.datasets}
+    exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
+    if backend is None:
+        from l2s.merge.checkpoint import check_safetensors  # torch: imported when a model is loaded
+
+        check_safetensors(model_location(cfg.model))
     created = not Path(cfg.out).exists()
     out = _prepare_out(cfg)  # after the data loaded: bad input leaves no run directory behind
     gen_path = out / GENERATIONS
@@ -207,8 +236,8 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
                                                max_model_len=cfg.max_model_len,
                                                gpu_memory_utilization=cfg.gpu_memory_utilization)
                     except OSError as e:
-                        raise FileNotFoundError(f"cannot load model {cfg.model!r}: {e}") from e
-                _generate(cfg, backend, grader, pending, gen_path, progress)
+                        raise model_load_error(cfg.model, e) from e
+                _generate(cfg, backend, grader, pending, gen_path, progress, exemplars)
             rows = finalize(out, wanted, cfg.sampling.max_new_tokens)
             if pending or not (out / PROVENANCE).exists():  # a no-op rerun keeps the record of the real run
                 backend_name = type(backend).__name__ if backend is not None else cfg.backend
@@ -226,9 +255,8 @@ def evaluate(cfg: EvalConfig, backend=None, progress: bool = True) -> Path:
 
 
 def _generate(cfg: EvalConfig, backend, grader: Grader, pending: list[tuple], gen_path: Path,
-              progress: bool) -> None:
+              progress: bool, exemplars: list[dict] | None) -> None:
     """Generate the pending responses; grade, measure and append each batch as it arrives."""
-    exemplars = load_exemplars(cfg.exemplars) if cfg.prompt == "cot" else None
     context = context_length(cfg, backend)
     limit = cfg.sampling.max_new_tokens
     prompt_of: dict[tuple, str] = {}
@@ -255,8 +283,8 @@ def _generate(cfg: EvalConfig, backend, grader: Grader, pending: list[tuple], ge
                     "metrics.json token_limit)", capped, len(budget_of), limit, context)
     for batch in backend.generate(requests, cfg.sampling, progress=progress):
         grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
-        io.append_jsonl(gen_path, [score_row(dict(base_of[r.key]), g.text, len(g.token_ids), g.finished, g.truncated, gr)
-                                   for (r, g), gr in zip(batch, grades)])
+        io.append_jsonl(gen_path, [score_row(dict(base_of[r.key]), g.text, len(g.token_ids), g.finished, g.truncated,
+                                             gr) for (r, g), gr in zip(batch, grades, strict=True)])
 
 
 def finalize(out: Path, wanted: list[tuple], max_new_tokens: int | None = None) -> list[dict]:

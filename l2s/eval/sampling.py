@@ -49,11 +49,11 @@ class SamplingConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SamplingConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown sampling option(s) {sorted(unknown)}")
-        return cls(**{**d, "stop": tuple(d.get("stop") or ())})
+    def from_dict(cls, d: dict, where: str = "sampling") -> SamplingConfig:
+        """A config from a mapping, type-checked (:func:`l2s.config.parse`)."""
+        from l2s.config import parse
+
+        return parse(cls, d, where)
 
 
 def request_seed(seed: int, *key) -> int:

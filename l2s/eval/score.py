@@ -38,25 +38,47 @@ def _gold_lookup(rows: list[dict], data_dir: str | None, path: str) -> dict:
     return {(n, b["id"]): b for n in names for b in load_benchmark(n, data_dir)}
 
 
+def _check_row(r: dict, where: str) -> None:
+    """Field types of one input row; ``where`` is its file and line."""
+    if not isinstance(r.get("response"), str):
+        raise ValueError(f"{where}: field 'response' must be a string, got {_kind(r.get('response'))}"
+                         if "response" in r else f"{where}: missing field 'response'")
+    if "answer" not in r and not ("dataset" in r and "id" in r):
+        raise ValueError(f"{where}: needs field 'answer', or 'dataset' and 'id'")
+    if "answer" in r:
+        answer = r["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise ValueError(f"{where}: field 'answer' must be a non-empty string or a number, got {_kind(answer)} "
+                             f"{answer!r:.60}; fix the row, or drop 'answer' and give 'dataset' and 'id'")
+    for name, types in (("dataset", (str,)), ("id", (str, int)), ("sample", (int,)), ("level", (int, type(None))),
+                        ("truncated", (bool,)), ("prompt", (str, type(None)))):
+        if name in r and (not isinstance(r[name], types) or (isinstance(r[name], bool) and bool not in types)):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{where}: field {name!r} must be {kinds}, got {_kind(r[name])} {r[name]!r:.60}")
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 def score_responses(cfg: ScoreConfig, progress: bool = True) -> Path:
     from l2s.tokenizers import load_tokenizer
 
-    rows = io.read_jsonl(cfg.responses)
-    if not rows:
+    io.check_replaceable(cfg.out, cfg.overwrite)
+    lines = io.read_jsonl_lines(cfg.responses)
+    if not lines:
         raise ValueError(f"{cfg.responses}: no rows")
-    for i, r in enumerate(rows, 1):
-        if not isinstance(r.get("response"), str):
-            raise ValueError(f"{cfg.responses}:{i}: missing field 'response'")
-        if "answer" not in r and not ("dataset" in r and "id" in r):
-            raise ValueError(f"{cfg.responses}:{i}: needs field 'answer', or 'dataset' and 'id'")
+    for line, r in lines:
+        _check_row(r, f"{cfg.responses}:{line}")
+    rows = [r for _, r in lines]
     gold = _gold_lookup(rows, cfg.data_dir, cfg.responses)
     base = []
-    for i, r in enumerate(rows, 1):
+    for i, (line, r) in enumerate(lines, 1):
         ref = None
         if "answer" not in r:
             ref = gold.get((r["dataset"], str(r["id"])))
             if ref is None:
-                raise ValueError(f"{cfg.responses}:{i}: no problem with id {r['id']!r} in {r['dataset']}")
+                raise ValueError(f"{cfg.responses}:{line}: no problem with id {r['id']!r} in {r['dataset']}")
         level = r.get("level", ref["level"] if ref else None)
         base.append({"id": str(r.get("id", i - 1)), "dataset": r.get("dataset", cfg.dataset),
                      "level": int(level) if level is not None else None, "sample": int(r.get("sample", 0)),
@@ -64,13 +86,14 @@ def score_responses(cfg: ScoreConfig, progress: bool = True) -> Path:
     tok = load_tokenizer(cfg.tokenizer)
     responses = [r["response"] for r in rows]
     n_tokens = count_tokens(tok, responses)
-    truncated = [bool(r["truncated"]) if "truncated" in r else
-                 (cfg.max_new_tokens is not None and n >= cfg.max_new_tokens) for r, n in zip(rows, n_tokens)]
+    limit = cfg.max_new_tokens
+    truncated = [bool(r["truncated"]) if "truncated" in r else (limit is not None and n >= limit)
+                 for r, n in zip(rows, n_tokens, strict=True)]
     with Grader(cfg.grading) as grader:
-        grades = grader.grade([(resp, b["answer"], t) for resp, b, t in zip(responses, base, truncated)],
+        grades = grader.grade([(resp, b["answer"], t) for resp, b, t in zip(responses, base, truncated, strict=True)],
                               progress=progress, desc="scoring")
     scored = [score_row(b, resp, n, not t, t, g)
-              for b, resp, n, t, g in zip(base, responses, n_tokens, truncated, grades)]
+              for b, resp, n, t, g in zip(base, responses, n_tokens, truncated, grades, strict=True)]
     config = {**asdict(cfg), "responses_sha256": file_sha256(cfg.responses)}
     with io.atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         io.write_jsonl(tmp / GENERATIONS, scored)

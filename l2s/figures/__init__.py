@@ -1,6 +1,6 @@
 """The study's figures, regenerated from ``runs/`` alone (no model calls).
 
-``make_figures(runs_dir, out_dir)`` reads every run's config.json tags and metrics.json, builds each
+``make_figures(runs_dir, out_dir)`` reads every run's tags and metrics (:mod:`l2s.runs`), builds each
 figure's table (measured beside the papers' reported numbers), and writes ``NAME.png``, ``NAME.pdf``
 and ``NAME.csv`` (the data behind it). Same runs -> same bytes. A figure with no measured data is
 skipped with a logged note (and its stale files removed) rather than drawn empty.
@@ -23,7 +23,7 @@ FIGURES = ("length_accuracy", "self_correction", "difficulty", "adar1_by_level",
 def build_tables(runs_dir: str | Path) -> dict:
     """name -> the figure's data frame (empty when the runs have nothing for it)."""
     from l2s.figures import tables
-    from l2s.figures.runs import load_runs
+    from l2s.figures.frames import load_runs
 
     runs = load_runs(runs_dir)
     return {name: getattr(tables, name)(runs) for name in FIGURES}
@@ -39,10 +39,11 @@ def make_figures(runs_dir: str | Path, out_dir: str | Path, only: list[str] | No
     if unknown:
         raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
+    tables = build_tables(runs_dir)  # bad or missing runs fail here, before out_dir exists
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
-    for name, table in build_tables(runs_dir).items():
+    for name, table in tables.items():
         if only and name not in only:
             continue
         if table.empty or not (table["source"] == MEASURED).any():

@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 
 from l2s.figures.style import _HATCHES, new_figure, series_styles, style
 from l2s.figures.tables import MEASURED
-from l2s.reference import method_label
+from l2s.runs import method_label
 
 QUANTITY_LABELS = {
     "reflective_ratio": "reflective responses (%)",

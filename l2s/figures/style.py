@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from l2s.io import atomic_write_bytes
-from l2s.reference import method_labels
+from l2s.runs import method_labels
 
 RC = {
     "svg.hashsalt": "l2s",

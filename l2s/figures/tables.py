@@ -1,10 +1,10 @@
 """The data behind each figure, as plain frames (also written as the figure's CSV).
 
-Every function takes the frames of :func:`l2s.figures.runs.load_runs` and returns measured rows
+Every function takes the frames of :func:`l2s.figures.frames.load_runs` and returns measured rows
 (``source = "measured"``) next to the papers' rows (``source`` = their "reported (...)" or
 "estimated from figure (...)" label). A ``panel`` column says where each row is drawn. Accuracy and
-ratios are in %, lengths in tokens; ``length_reduction`` is a fraction (Wu et al. 2025, §4):
-mean over datasets d of (L_run,d − L_slow,d) / L_slow,d against the slow model of the same size.
+ratios are in %, lengths in tokens; ``length_reduction`` is a fraction (Wu et al. 2025, §4): the
+mean over datasets of :func:`l2s.eval.metrics.length_change` against the slow model of the same size.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import logging
 import pandas as pd
 
 from l2s import reference
-from l2s.figures.runs import Runs, display_labels, series_order, size_order
+from l2s.eval.metrics import length_change
+from l2s.figures.frames import Runs, display_labels, series_order
+from l2s.runs import method_label, size_order
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def length_accuracy(runs: Runs) -> pd.DataFrame:
             if not common:
                 log.info("figures: length_accuracy: %s shares no dataset with %s; skipped", run, slow_runs[0])
                 continue
-            rel = (r.loc[common, "mean_tokens"] - slow.loc[common, "mean_tokens"]) / slow.loc[common, "mean_tokens"]
+            rel = length_change(r.loc[common, "mean_tokens"], slow.loc[common, "mean_tokens"])
             first = r.iloc[0]
             rows.append({"source": MEASURED, "panel": measured_panel(size), "size": size, "run": run,
                          "role": first["role"], "method": first["method"], "label": first["label"],
@@ -89,7 +91,7 @@ def length_accuracy(runs: Runs) -> pd.DataFrame:
         reported.append(pd.DataFrame({
             "source": lr["label"], "panel": [f"{s} — {lab}" for s, lab in zip(lr["size"], lr["label"])],
             "size": lr["size"], "run": "", "role": lr["role"], "method": lr["method"],
-            "label": lr["method"].map(reference.method_label), "params": "",
+            "label": lr["method"].map(method_label), "params": "",
             "datasets": [datasets[(t, s)] for t, s in zip(lr["table"], lr["size"])],
             "n_datasets": lr["n_datasets"], "accuracy": lr["accuracy"], "mean_tokens": lr["mean_tokens"],
             "slow_mean_tokens": [slow_tokens[(t, s)] for t, s in zip(lr["table"], lr["size"])],
@@ -113,14 +115,14 @@ def self_correction(runs: Runs) -> pd.DataFrame:
     parts.append(pd.DataFrame({
         "source": t6["label"], "panel": [f"{s} — {lab}" for s, lab in zip(t6["size"], t6["label"])],
         "size": t6["size"], "run": "", "role": t6["role"], "method": t6["method"],
-        "label": t6["method"].map(reference.method_label), "dataset": t6["dataset"],
+        "label": t6["method"].map(method_label), "dataset": t6["dataset"],
         "quantity": "reflective_ratio", "value": t6["reflective_ratio"]}))
     wu = reference.wu2025_merging()
     wu = wu[wu["keyword_hits"].notna()]
     parts.append(pd.DataFrame({
         "source": wu["label"], "panel": [f"{s} — {lab}" for s, lab in zip(wu["size"], wu["label"])],
         "size": wu["size"], "run": "", "role": wu["role"], "method": wu["method"],
-        "label": wu["method"].map(reference.method_label), "dataset": wu["dataset"],
+        "label": wu["method"].map(method_label), "dataset": wu["dataset"],
         "quantity": "keyword_hits", "value": wu["keyword_hits"].astype(float)}))
     out = _sort(pd.concat(parts, ignore_index=True))
     panel_rank = {p: i for i, p in enumerate(dict.fromkeys(out["panel"]))}
@@ -165,7 +167,7 @@ def adar1_by_level(runs: Runs) -> pd.DataFrame:
     est = reference.luo2025_by_level()
     reported = pd.DataFrame({
         "source": est["label"], "panel": "MATH levels — " + est["label"], "size": "", "dataset": "MATH",
-        "run": "", "role": est["role"], "method": est["method"], "label": est["method"].map(reference.method_label),
+        "run": "", "role": est["role"], "method": est["method"], "label": est["method"].map(method_label),
         "level": est["level"], "n": pd.NA, "long_cot_ratio": float("nan"), "accuracy": est["accuracy"],
         "mean_tokens": est["mean_tokens"]})
     return _sort(pd.concat([measured, reported], ignore_index=True), by_level=True)
@@ -200,7 +202,7 @@ def pareto(runs: Runs) -> pd.DataFrame:
     reported = pd.DataFrame({
         "source": lr["label"], "panel": [f"{s} — {lab}" for s, lab in zip(lr["size"], lr["label"])],
         "size": lr["size"], "run": "", "role": lr["role"], "method": lr["method"],
-        "label": lr["method"].map(reference.method_label), "params": "", "sweep": False, "datasets": "",
+        "label": lr["method"].map(method_label), "params": "", "sweep": False, "datasets": "",
         "accuracy": lr["accuracy"], "mean_tokens": lr["mean_tokens"]})
     out = _sort(pd.concat([pd.DataFrame(rows), reported], ignore_index=True))
     out["on_front"] = False

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from l2s.io import atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+from l2s.io import atomic_write_bytes, atomic_write_json, read_json, read_jsonl, read_text
 from l2s.provenance import config_hash
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def load_texts(path: str | Path, tokenizer, max_samples: int) -> list[str]:
     """
     path = Path(path)
     if path.suffix != ".jsonl":
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [line for line in read_text(path).splitlines() if line.strip()]
     else:
         texts = []
         for i, row in enumerate(read_jsonl(path), 1):

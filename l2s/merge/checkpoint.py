@@ -31,9 +31,9 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
@@ -62,8 +62,49 @@ def resolve(path_or_id: str) -> Path:
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", path_or_id) and not path_or_id.startswith((".", "/")):
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(path_or_id, allow_patterns=HUB_PATTERNS))
-    raise FileNotFoundError(f"checkpoint {path_or_id} not found (neither a directory nor a hub id)")
+        try:
+            return Path(snapshot_download(path_or_id, allow_patterns=HUB_PATTERNS))
+        except Exception as e:  # noqa: BLE001  (offline, no such repo, gated: all mean "not found here")
+            raise FileNotFoundError(f"model directory {path_or_id} not found, and the hub gave no repo "
+                                    f"{path_or_id} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                    "check the path, or the network for a hub id") from e
+    raise FileNotFoundError(f"model directory {path_or_id} not found (neither a directory nor a hub id)")
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check the ``*.safetensors`` files of a local checkpoint before a model is loaded (cheap: headers
+    only): each header parses and the file holds all the bytes it lists, and every shard of the index
+    exists; a corrupt or truncated file is an error naming it. Any dtype passes (this is no merge);
+    a hub id, or a directory without safetensors, is left to the loader."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    if (path / INDEX).is_file():
+        listed = read_json(path / INDEX).get("weight_map")
+        for shard in sorted(set(listed.values()) if isinstance(listed, dict) else ()):
+            if not (path / shard).is_file():
+                raise FileNotFoundError(f"{path / INDEX} lists shard {shard}, which is missing from {path}; "
+                                        "re-download or rebuild the checkpoint")
+    for shard in sorted(path.glob("*.safetensors")):
+        size = shard.stat().st_size
+        corrupt = functools.partial(corrupt_shard, shard)
+        with open(shard, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or n > min(size - 8, MAX_HEADER):
+                raise corrupt(f"{size} bytes, no valid header (truncated?)")
+            try:
+                header = json.loads(f.read(n))
+                end = max((int(h["data_offsets"][1]) for k, h in header.items() if k != "__metadata__"), default=0)
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError,
+                    IndexError) as e:
+                raise corrupt(f"unreadable header ({e!r})") from e
+        if 8 + n + end > size:
+            raise corrupt(f"its tensors need {8 + n + end} bytes, the file has {size} (truncated?)")
+
+
+def corrupt_shard(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path}: corrupt or unreadable safetensors shard: {why}; re-download or rebuild the checkpoint")
 
 
 @dataclass(frozen=True)
@@ -111,7 +152,7 @@ class SafetensorsFile:
         self.fd: int | None = None  # opened on the first read, kept for the following ones
 
     def corrupt(self, why: str) -> ValueError:
-        return ValueError(f"{self.path}: corrupt or unreadable safetensors shard: {why}")
+        return corrupt_shard(self.path, why)
 
     def read(self, name: str, rows: tuple[int, int] | None = None, into: torch.Tensor | None = None) -> torch.Tensor:
         """The tensor ``name``, or only its rows ``[start, stop)`` along the first dimension.
@@ -315,7 +356,7 @@ class ShardWriter:
         self.shard_names = [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self.order = [name for g in groups for name in g]
         self.shard_of = {name: self.shard_names[i] for i, g in enumerate(groups) for name in g}
-        self.groups = dict(zip(self.shard_names, groups))
+        self.groups = dict(zip(self.shard_names, groups, strict=True))
         self._next = 0
         self._open_shard = None  # the shard being written, as seen by the caller
         self._file = None  # owned by the writer thread

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from l2s.merge.methods import METHODS, REQUIRED, aliases
 
@@ -154,7 +154,7 @@ class MergeConfig:
     # and 64 windows of 64 KiB spread over the data: milliseconds, tells different weights apart)
     # or "full" (SHA-256 of every byte: about 0.6 s per GB of CPU). Hub downloads always get their
     # full SHA-256, free: it is the name of the cached blob. Outputs are always hashed in full.
-    input_hash: str = "sampled"
+    input_hash: Literal["sampled", "full"] = "sampled"
 
     def __post_init__(self):
         if isinstance(self.models, str):
@@ -167,12 +167,12 @@ class MergeConfig:
         self.base = None if self.base is None else str(self.base)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MergeConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown merge config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "merge config") -> MergeConfig:
+        """A config from a mapping (a YAML file, ``l2s_merge.json``), every value type-checked
+        (:func:`l2s.config.parse`)."""
+        from l2s.config import parse
+
+        return parse(cls, d, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,19 +32,18 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from l2s import __version__
-from l2s.io import atomic_output_dir, atomic_write_json, read_json
-from l2s.merge.checkpoint import (TIED_EMBEDDINGS, Checkpoint, ShardWriter, resolve, shard_fingerprint,
-                                  shard_sha256)
+from l2s.io import atomic_output_dir, atomic_write_json, check_replaceable, read_json
+from l2s.merge.checkpoint import TIED_EMBEDDINGS, Checkpoint, ShardWriter, resolve, shard_fingerprint, shard_sha256
 from l2s.merge.config import MergeConfig, parse_size
 from l2s.merge.methods import METHODS
 from l2s.merge.methods.dare import dare_generator  # noqa: F401  (kept importable from here)
@@ -197,7 +196,7 @@ def plan_tensors(inputs: list[Checkpoint], source: Checkpoint, out_dtype: torch.
             continue
         vocab = [ck.config.get("vocab_size") for ck in inputs]
         if (all(len(s) == len(shapes[0]) and s[1:] == shapes[0][1:] for s in shapes)
-                and all(s[0] == v for s, v in zip(shapes, vocab))):
+                and all(s[0] == v for s, v in zip(shapes, vocab, strict=True))):
             plans.append(TensorPlan(name, src.shape, dtype, common_rows=min(s[0] for s in shapes)))
             continue
         i = next(i for i, s in enumerate(shapes) if s != shapes[0])
@@ -243,7 +242,7 @@ class Merger:
         self.models = [Checkpoint(self.paths[m], f"model {i} ({m})") for i, m in enumerate(cfg.models)]
         self.inputs = ([self.base] if self.base else []) + self.models
         self.source = self.inputs[cfg.inputs.index(cfg.tokenizer_input)]
-        named = list(zip(cfg.inputs, self.inputs))
+        named = list(zip(cfg.inputs, self.inputs, strict=True))
         self.tied = tie_embeddings(named)
         self.context = context_settings(named, cfg.tokenizer_input)
         out = None if cfg.out_dtype_name() == "auto" else getattr(torch, cfg.out_dtype_name())
@@ -276,7 +275,7 @@ class Merger:
         """Run each component's ``prepare`` hook (global passes, calibration statistics); ``records``
         are the inputs' fingerprints (computed here when a method needs them and none are given)."""
         if records is None and self.spec.needs_calibration:
-            records = {inp: self.input_record(ck, inp) for inp, ck in zip(self.cfg.inputs, self.inputs)}
+            records = {inp: self.input_record(ck, inp) for inp, ck in zip(self.cfg.inputs, self.inputs, strict=True)}
         self.records = records
         for comp in self.spec.components:
             hook = METHODS[comp].prepare
@@ -319,7 +318,7 @@ class Merger:
         passes = self.tensor_passes(name)
         for rows in row_blocks(self.plans[name].shape, 0, self.plans[name].common_rows):
             base, models = self.load(name, rows, passes, only=model)
-            for i, m in zip([model] if model is not None else range(len(self.models)), models):
+            for i, m in zip([model] if model is not None else range(len(self.models)), models, strict=True):
                 yield i, m - base
 
     # -- one tensor ------------------------------------------------------------------------------
@@ -347,7 +346,7 @@ class Merger:
         models = [self.read(self.models[i], name, rows, reuse) for i in indices]
         for pre in self.pre:
             models = [base + pre.rewrite(self, self.state[pre.name], passes[pre.name], i, m - base)
-                      for i, m in zip(indices, models)]
+                      for i, m in zip(indices, models, strict=True)]
         return base, models
 
     def core_params(self, name: str) -> dict:
@@ -412,7 +411,8 @@ class Merger:
             return None
         return {"tensors": [p.name for p in vocab], "common_rows": vocab[0].common_rows,
                 "output_rows": vocab[0].shape[0], "extra_rows_from": self.cfg.tokenizer_input,
-                "input_vocab_sizes": {inp: ck.config.get("vocab_size") for inp, ck in zip(self.cfg.inputs, self.inputs)}}
+                "input_vocab_sizes": {inp: ck.config.get("vocab_size")
+                                      for inp, ck in zip(self.cfg.inputs, self.inputs, strict=True)}}
 
     def write_side_files(self, tmp: Path, vocab: dict | None, out_dtype: str) -> None:
         """The tokenizer source's config, generation config and tokenizer files, with the output's
@@ -498,6 +498,7 @@ def already_merged(cfg: MergeConfig) -> bool:
 def merge(cfg: MergeConfig) -> Path:
     """Merge the checkpoints of ``cfg`` into ``cfg.out``; returns the output directory."""
     cfg.validate()
+    check_replaceable(cfg.out, cfg.overwrite)  # --overwrite replaces only an l2s output, checked before any work
     keep_blocks_in_heap()
     m = Merger(cfg)
     hasher = ThreadPoolExecutor(1, thread_name_prefix="l2s-hash")
@@ -526,7 +527,7 @@ def warn_context(context: dict, source: str) -> None:
 
 def _merge(cfg: MergeConfig, m: Merger, hasher: ThreadPoolExecutor) -> Path:
     log.info("merge %s: %d tensors, base=%s, models=%s", m.spec.name, len(m.plans), cfg.base, cfg.models)
-    pending = {inp: hasher.submit(m.input_record, ck, inp) for inp, ck in zip(cfg.inputs, m.inputs)}
+    pending = {inp: hasher.submit(m.input_record, ck, inp) for inp, ck in zip(cfg.inputs, m.inputs, strict=True)}
     records = {inp: f.result() for inp, f in pending.items()} if m.spec.needs_calibration else None
     m.prepare(records)
     vocab = m.vocab_record()

@@ -29,8 +29,9 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from l2s.io import atomic_write_json, read_json, read_jsonl, write_jsonl
 from l2s.provenance import file_sha256

@@ -31,12 +31,20 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from l2s.io import atomic_output_dir, atomic_write_json, atomic_write_text, write_jsonl
+from l2s.io import atomic_output_dir, atomic_write_json, atomic_write_text, check_replaceable, write_jsonl
 from l2s.prefs.config import PairsConfig
-from l2s.prefs.groups import (LEGACY, Group, Sample, build_groups, check_messages, generations_path,
-                              load_problem_messages, pair_prompt, token_limit)
-from l2s.prefs.pairs import (accuracy, default_epsilon, group_pairs, instance_pairs, preferred_style,
-                             shortest_vs_longest)
+from l2s.prefs.groups import (
+    LEGACY,
+    Group,
+    Sample,
+    build_groups,
+    check_messages,
+    generations_path,
+    load_problem_messages,
+    pair_prompt,
+    token_limit,
+)
+from l2s.prefs.pairs import accuracy, default_epsilon, group_pairs, instance_pairs, preferred_style, shortest_vs_longest
 
 log = logging.getLogger(__name__)
 MIN_COVERAGE = 0.25  # warn when a variant's pairs cover fewer problems than this fraction
@@ -257,8 +265,7 @@ def write_pairs(out: str | Path, long_run: str | Path, short_run: str | Path, co
     from l2s.provenance import file_sha256
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    check_replaceable(out, overwrite)  # before any work: --overwrite replaces only an l2s output
     records, problems, summary = build_pairs(long_run, short_run, config, problems_file)
     if not records:
         raise ValueError(f"no preference rows: all {len(problems)} problems were dropped or gave no pair "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from l2s.prefs.config import BASELINE_SOURCES, INSTANCE_REJECTED, VARIANTS
+    from l2s.config import add_flags
     from l2s.prefs.s1k import PROMPTS
 
     p = sub.add_parser("pairs", help="build Ada-R1 preference pairs (or SFT rows) from two sampled runs",
@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a short model: l2s pairs --long RUN --short RUN --out DIR. Options override "
                                    "--config, which overrides the defaults. `l2s pairs s1k` builds Wu et al.'s "
                                    "DPO baseline pairs from the s1K calibration files instead.")
+    add_flags(p, "l2s.prefs.config:PairsConfig", ("variant", "epsilon", "m1", "m2", "instance_rejected",
+                                                  "baseline_source", "baseline_pairs", "seed"), help={
+        "epsilon": "long preferred iff acc_L - acc_S > epsilon (default 1/(2K))",
+        "m1": "group-level pairs per problem (default 4)", "m2": "instance-level pairs per problem (default 2)",
+        "instance_rejected": "'any' = paper (default), 'correct' = the authors' code",
+        "baseline_source": "shortest_vs_longest from both models' samples (pooled, default) or the long model's"})
     p.add_argument("--long", type=Path, help="the long model's run directory (or generations.jsonl); required")
     p.add_argument("--short", type=Path, help="the short model's run directory (or generations.jsonl); required")
     p.add_argument("--out", type=Path, help="output directory; required")
@@ -24,20 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSONL with id and problem (or messages): the pairs' prompts, instead of the rows' chats")
     p.add_argument("--tokenizer", help="the model DPO will train: check that its chat template renders the pairs "
                                        "as sampled (what it breaks goes to summary.json warnings)")
-    p.add_argument("--variant", choices=VARIANTS)
-    p.add_argument("--epsilon", type=float, help="long preferred iff acc_L - acc_S > epsilon (default 1/(2K))")
-    p.add_argument("--m1", type=int, help="group-level pairs per problem (default 4)")
-    p.add_argument("--m2", type=int, help="instance-level pairs per problem (default 2)")
-    p.add_argument("--instance-rejected", choices=INSTANCE_REJECTED,
-                   help="'any' = paper (default), 'correct' = the authors' code")
-    p.add_argument("--baseline-source", choices=BASELINE_SOURCES,
-                   help="shortest_vs_longest from both models' samples (pooled, default) or the long model's")
-    p.add_argument("--baseline-pairs", type=int)
     p.add_argument("--keep-both-zero", dest="drop_both_zero", action="store_const", const=False,
                    help="keep problems where both models score 0")
     p.add_argument("--intersect", dest="require_same_problems", action="store_const", const=False,
                    help="use the problems both runs cover instead of failing when they differ")
-    p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_pairs)
 
@@ -61,14 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pairs(args) -> int:
     from l2s.cli import UserError
+    from l2s.config import options_from_args, parse, where_of
     from l2s.prefs.build import write_pairs
-    from l2s.prefs.config import PairsConfig, config_from_mapping, options_from_args
+    from l2s.prefs.config import PairsConfig
 
     for flag in ("long", "short", "out"):
         if getattr(args, flag) is None:
             raise UserError(f"--{flag} is required (or use `l2s pairs s1k ...`)")
-    options = options_from_args(PairsConfig, args)
-    config = config_from_mapping(PairsConfig, options, str(args.config or "options"))
+    config = parse(PairsConfig, options_from_args(PairsConfig, args), where_of(args))
     out = write_pairs(args.out, args.long, args.short, config, problems_file=args.problems,
                       overwrite=args.overwrite, tokenizer=args.tokenizer)
     print(out)

@@ -7,16 +7,15 @@ pairs and M2 = 2 instance-level pairs per problem.
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-VARIANTS = ("bilevel", "group", "instance", "sft", "shortest_vs_longest")
-INSTANCE_REJECTED = ("any", "correct")
-BASELINE_SOURCES = ("long", "pooled")
+Variant = Literal["bilevel", "group", "instance", "sft", "shortest_vs_longest"]
+InstanceRejected = Literal["any", "correct"]
+BaselineSource = Literal["long", "pooled"]
+VARIANTS, INSTANCE_REJECTED, BASELINE_SOURCES = (typing.get_args(t) for t in (Variant, InstanceRejected,
+                                                                              BaselineSource))
 
 
 @dataclass
@@ -46,12 +45,12 @@ class PairsConfig:
     seed: draws of the group-level pairs (per problem: ``Random(f"{seed}:{dataset}:{id}")``).
     """
 
-    variant: str = "bilevel"
+    variant: Variant = "bilevel"
     epsilon: float | None = None
     m1: int = 4
     m2: int = 2
-    instance_rejected: str = "any"
-    baseline_source: str = "pooled"
+    instance_rejected: InstanceRejected = "any"
+    baseline_source: BaselineSource = "pooled"
     baseline_pairs: int = 1
     drop_both_zero: bool = True
     require_same_problems: bool = True
@@ -85,61 +84,3 @@ _GROUP_ONLY, _INSTANCE_ONLY, _BASELINE_ONLY = ("m1", "seed"), ("m2", "instance_r
 _UNUSED = {"bilevel": _BASELINE_ONLY, "group": _INSTANCE_ONLY + _BASELINE_ONLY,
            "sft": _INSTANCE_ONLY + _BASELINE_ONLY, "instance": _GROUP_ONLY + _BASELINE_ONLY,
            "shortest_vs_longest": _GROUP_ONLY + _INSTANCE_ONLY}
-
-
-def _check_type(cls: type, name: str, value: Any, source: str) -> Any:
-    hint = typing.get_type_hints(cls)[name]
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return value
-    for t in allowed:
-        if typing.get_origin(t) is list:
-            if isinstance(value, list) and all(isinstance(v, typing.get_args(t)[0]) for v in value):
-                return value
-        elif t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        elif t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
-            return value
-    raise ValueError(f"{source}: {name} must be {hint}, got {value!r}")
-
-
-def config_from_mapping(cls: type, mapping: dict[str, Any], source: str = "config"):
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors naming them."""
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{source}: expected a mapping of option -> value, got {type(mapping).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - names)
-    if unknown:
-        raise ValueError(f"{source}: unknown option(s) {unknown}; known: {sorted(names)}")
-    return cls(**{k: _check_type(cls, k, v, source) for k, v in mapping.items()})
-
-
-def options_from_args(cls: type, args) -> dict[str, Any]:
-    """The options of ``--config FILE`` (if given), overridden by every command-line flag named after a
-    field of dataclass ``cls`` that was set (not None)."""
-    options = read_config_file(args.config) if getattr(args, "config", None) else {}
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            options[f.name] = value
-    return options
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON or YAML mapping (by extension)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # yaml and json raise different error types
-        raise ValueError(f"{path}: cannot parse config ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of option -> value")
-    return data

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2s.io import read_json, read_jsonl
+from l2s.io import read_json, read_jsonl, read_jsonl_lines
 
 REQUIRED_FIELDS = ("id", "prompt", "response", "correct", "n_tokens", "sample")
 
@@ -70,35 +70,51 @@ def generations_path(path: str | Path) -> Path:
     return path
 
 
+def _check_row(row: dict, where: str) -> None:
+    """Field types of one generations row; ``where`` is its file and line."""
+    missing = [f for f in REQUIRED_FIELDS if f not in row]
+    if missing:
+        raise ValueError(f"{where}: row lacks field(s) {missing} (needs {list(REQUIRED_FIELDS)})")
+    if not isinstance(row["correct"], bool) or isinstance(row["n_tokens"], bool) or \
+            not isinstance(row["n_tokens"], int) or row["n_tokens"] < 0:
+        raise ValueError(f"{where}: 'correct' must be a bool and 'n_tokens' a non-negative int, "
+                         f"got {row['correct']!r} and {row['n_tokens']!r}")
+    if not isinstance(row["response"], str) or not isinstance(row["prompt"], str):
+        raise ValueError(f"{where}: 'prompt' and 'response' must be strings")
+    if isinstance(row["sample"], bool) or not isinstance(row["sample"], int) or row["sample"] < 0:
+        raise ValueError(f"{where}: 'sample' must be a non-negative int, got {row['sample']!r}")
+    if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+        raise ValueError(f"{where}: 'id' must be a string or an int, got {row['id']!r:.60}")
+    if not isinstance(row.get("dataset"), (str, type(None))):
+        raise ValueError(f"{where}: 'dataset' must be a string, got {row['dataset']!r:.60}")
+    level = row.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int)):
+        raise ValueError(f"{where}: 'level' must be an int or null, got {level!r:.60}")
+    if "messages" in row:
+        check_messages(row["messages"], f"{where}: 'messages'", allow_none=True)
+
+
 def load_samples(path: str | Path, style: str) -> dict[tuple[str, str], tuple[dict, list[Sample]]]:
     """Rows of one model's run, checked and grouped: ``(dataset, id) -> (first row, samples)``."""
     path = generations_path(path)
-    rows = read_jsonl(path)
-    if not rows:
+    lines = read_jsonl_lines(path)
+    if not lines:
         raise ValueError(f"{path}: no generations (empty file)")
     out: dict[tuple[str, str], tuple[dict, list[Sample]]] = {}
     seen: set[tuple[str, str, int]] = set()
-    for i, row in enumerate(rows, 1):
-        missing = [f for f in REQUIRED_FIELDS if f not in row]
-        if missing:
-            raise ValueError(f"{path}: row {i} lacks field(s) {missing} (needs {list(REQUIRED_FIELDS)})")
-        if not isinstance(row["correct"], bool) or not isinstance(row["n_tokens"], int) or row["n_tokens"] < 0:
-            raise ValueError(f"{path}: row {i}: 'correct' must be a bool and 'n_tokens' a non-negative int, "
-                             f"got {row['correct']!r} and {row['n_tokens']!r}")
-        if not isinstance(row["response"], str) or not isinstance(row["prompt"], str):
-            raise ValueError(f"{path}: row {i}: 'prompt' and 'response' must be strings")
-        if "messages" in row:
-            check_messages(row["messages"], f"{path}: row {i}: 'messages'", allow_none=True)
+    for line, row in lines:
+        where = f"{path}:{line}"
+        _check_row(row, where)
         key = (str(row.get("dataset") or ""), str(row["id"]))
         if (*key, int(row["sample"])) in seen:
-            raise ValueError(f"{path}: row {i}: duplicate sample {row['sample']} of problem {key[1]!r}")
+            raise ValueError(f"{where}: duplicate sample {row['sample']} of problem {key[1]!r}")
         seen.add((*key, int(row["sample"])))
         first, samples = out.setdefault(key, (row, []))
         if "messages" in row and "messages" not in first:  # a run resumed across the upgrade that added them
             first["messages"] = row["messages"]
         mine = row.get("messages", LEGACY)
         if row["prompt"] != first["prompt"] or mine not in (LEGACY, first.get("messages", LEGACY)):
-            raise ValueError(f"{path}: row {i}: problem {key[1]!r} has two different prompts (or messages)")
+            raise ValueError(f"{where}: problem {key[1]!r} has two different prompts (or messages)")
         samples.append(Sample(style, int(row["sample"]), row["response"], row["correct"], row["n_tokens"]))
     for _, samples in out.values():
         samples.sort(key=lambda s: s.sample)
@@ -214,10 +230,13 @@ def load_problem_messages(path: str | Path) -> dict[tuple[str, str], list[dict[s
     if not path.is_file():
         raise FileNotFoundError(f"problems file {path} not found")
     out = {}
-    for i, row in enumerate(read_jsonl(path), 1):
+    for line, row in read_jsonl_lines(path):
+        where = f"{path}:{line}"
         if "id" not in row or not ("messages" in row or "problem" in row):
-            raise ValueError(f"{path}: row {i} needs 'id' and 'messages' or 'problem'")
+            raise ValueError(f"{where}: the row needs 'id' and 'messages' or 'problem'")
+        if "messages" not in row and not isinstance(row["problem"], str):
+            raise ValueError(f"{where}: 'problem' must be a string, got {row['problem']!r:.60}")
         messages = row.get("messages") or [{"role": "user", "content": row["problem"]}]
-        check_messages(messages, f"{path}: row {i}: 'messages'")
+        check_messages(messages, f"{where}: 'messages'")
         out[(str(row.get("dataset") or ""), str(row["id"]))] = messages
     return out

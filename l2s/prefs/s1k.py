@@ -51,7 +51,7 @@ def read_s1k_pairs(calibration_dir: str | Path) -> tuple[list[tuple[str, str, st
 
     root = Path(calibration_dir)
     paths = {"short": root / SHORT, "long": root / LONG}
-    for role, path in paths.items():
+    for path in paths.values():
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: write the s1K files with `l2s calibration s1k --out-dir "
                                     f"{root}` (--n 1000 for the whole of s1K)")

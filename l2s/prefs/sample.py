@@ -126,11 +126,13 @@ def eval_configs(cfg: SampleConfig) -> dict[str, Any]:
 
 def sample(cfg: SampleConfig, progress: bool = True) -> dict[str, Path]:
     """Sample (or resume sampling) both models; returns ``{"long": run_dir, "short": run_dir}``."""
+    from l2s.data import load_benchmark
     from l2s.eval.run import evaluate
+    from l2s.paths import model_location
 
     for style, model in (("long", cfg.long_model), ("short", cfg.short_model)):
-        if not Path(model).exists() and (str(model).startswith((".", "/")) or str(model).count("/") != 1):
-            raise FileNotFoundError(f"{style} model {model} not found (a local checkpoint directory or a hub id)")
+        model_location(model, f"{style} model")
+    load_benchmark(cfg.dataset, cfg.data_dir, cfg.split)  # bad problems fail here, before anything is written
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     return {style: Path(evaluate(ecfg, progress=progress)) for style, ecfg in eval_configs(cfg).items()}
 
@@ -164,14 +166,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sample(args) -> int:
     from l2s.cli import UserError
-    from l2s.prefs.config import config_from_mapping, options_from_args
+    from l2s.config import options_from_args, parse, where_of
 
     options = options_from_args(SampleConfig, args)
     for required in ("long_model", "short_model", "out"):
         if not options.get(required):
             flag = {"long_model": "--long", "short_model": "--short", "out": "--out"}[required]
             raise UserError(f"{flag} is required (or set {required} in --config)")
-    runs = sample(config_from_mapping(SampleConfig, options, str(args.config or "options")))
+    runs = sample(parse(SampleConfig, options, where_of(args)))
     for run in runs.values():
         print(run)
     return 0

@@ -106,6 +106,8 @@ def build_family(size: str = family.DEFAULT_SIZE, cache: Path | None = None, thr
 def export_family(size: str, out: Path, cache: Path | None = None, overwrite: bool = False,
                   threads: int = 1) -> dict[str, Path]:
     """Build (or reuse) the family and copy it to ``out/{quick,slow,short}``."""
+    if overwrite:
+        io.check_replaceable(out, overwrite)  # before training: --overwrite replaces only an l2s output
     built = build_family(size, cache=cache, threads=threads)
     out = Path(out)
     fingerprint = provenance.config_hash(recipe_fingerprint(size))

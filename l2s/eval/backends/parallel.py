@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -77,9 +77,10 @@ def gpu_groups(n_workers: int, tensor_parallel_size: int, visible: list[str] | N
     return [visible[i * tensor_parallel_size:(i + 1) * tensor_parallel_size] for i in range(n_workers)]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel send this process SIGTERM when its parent dies. The parent here is the
-    thread that started the worker, so a DataParallelBackend must live in a thread that outlives it."""
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies (data-parallel workers,
+    grading workers). The parent here is the thread that started the worker, so the worker's owner
+    must live in a thread that outlives it."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
@@ -113,7 +114,7 @@ def _next_job(inbox, outbox, parent_pid: int):
 def _worker(shard: int, make_backend: Callable[[], Backend], devices: list[str] | None, parent_pid: int,
             inbox, outbox) -> None:
     """Build a backend, report ``ready``, then serve ``(requests, sampling)`` jobs until ``None``."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGTERM, functools.partial(_exit_on_sigterm, outbox))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     if devices is not None:
@@ -150,7 +151,7 @@ class _Workers:
     def stop(self) -> None:
         """Ask idle workers to stop and give them ``STOP_GRACE_S``; SIGTERM them at once if a
         generation was cut short (an error, an interrupt), and SIGKILL any that outlast ``TERM_GRACE_S``."""
-        for inbox, p in zip(self.inboxes, self.procs):
+        for inbox, p in zip(self.inboxes, self.procs, strict=True):
             if p.is_alive() and not self.in_flight:
                 inbox.put(None)
         deadline = time.monotonic() + (0 if self.in_flight else STOP_GRACE_S)
@@ -224,7 +225,7 @@ class DataParallelBackend(Backend):
                 if dead:
                     i = dead[0]
                     raise RuntimeError(f"data-parallel worker {self._where(i)} died "
-                                       f"(exit code {self._procs[i].exitcode}) without reporting")
+                                       f"(exit code {self._procs[i].exitcode}) without reporting") from None
                 continue
             if kind == "error":
                 raise RuntimeError(f"data-parallel worker {self._where(shard)} failed:\n{payload}")

@@ -44,8 +44,9 @@ import importlib
 import inspect
 import math
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 REQUIRED = object()  # marks a parameter without a default
 
@@ -192,7 +193,8 @@ class Entry:
 
 def entries() -> list[Entry]:
     """Every method key in the papers' table order: each core method, then each modifier's variants."""
-    out = [Entry(m.name, m.name, m.label or m.name, m.order, m.aliases, m) for m in METHODS.values() if m.kind == "core"]
+    out = [Entry(m.name, m.name, m.label or m.name, m.order, m.aliases, m)
+           for m in METHODS.values() if m.kind == "core"]
     out += [Entry(v.key, v.method, v.label, v.order, v.aliases, m) for m in METHODS.values() for v in m.variants]
     return sorted(out, key=lambda e: (e.order, e.key))
 

@@ -2,5 +2,4 @@
 file: :mod:`.aim`, :mod:`.sens`)."""
 
 from l2s.merge.methods.aim import aim, aim_importance  # noqa: F401
-from l2s.merge.methods.sens import (sens, sens_coefficients, sens_cross_task_scaling,  # noqa: F401
-                                    sens_task_scaling)
+from l2s.merge.methods.sens import sens, sens_coefficients, sens_cross_task_scaling, sens_task_scaling  # noqa: F401

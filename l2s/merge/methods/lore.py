@@ -33,8 +33,7 @@ Where l2s departs from the paper, and why:
 
 from __future__ import annotations
 
-from l2s.merge.methods import REQUIRED, Needs, Param, alpha_param, choice_param, finite, register
-from l2s.merge.methods import svd
+from l2s.merge.methods import REQUIRED, Needs, Param, alpha_param, choice_param, finite, register, svd
 from l2s.merge.methods.svd import INCLUDE_BASE
 
 

@@ -93,7 +93,8 @@ def record(state: SensState) -> dict:
           paper="Liu et al. 2025, arXiv 2502.12420", url="https://arxiv.org/abs/2502.12420",
           needs=Needs(calibration="participants", base_participant="include_base"),
           prepare=prepare, tensor_args=tensor_args, record=record, record_keys=("sens",), params={
-              "alpha": alpha_param(0.7, "task-arithmetic scale (Wu et al. Table 7: 0.4 / 0.7 / 0.8 for 1.5B / 7B / 14B)"),
+              "alpha": alpha_param(0.7, "task-arithmetic scale "
+                                        "(Wu et al. Table 7: 0.4 / 0.7 / 0.8 for 1.5B / 7B / 14B)"),
               "T": Param(2.0, "softmax temperature (Wu et al. Table 7: 3 / 2 / 6 for 1.5B / 7B / 14B)", "T > 0",
                          lambda v: finite(v) and v > 0),
               "include_base": INCLUDE_BASE,

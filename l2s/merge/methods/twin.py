@@ -10,8 +10,7 @@ al. give no Twin hyper-parameters (their Table 7 has none).
 
 from __future__ import annotations
 
-from l2s.merge.methods import Needs, Param, alpha_param, register
-from l2s.merge.methods import svd
+from l2s.merge.methods import Needs, Param, alpha_param, register, svd
 
 
 @register("twin", label="Twin", order=8, aliases=("twin_merging",), needs=Needs(svd=True),
