@@ -6,6 +6,7 @@ hand-made runs."""
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -145,6 +146,32 @@ def _row(pid, level, tokens, hits, correct):
     return {"id": pid, "dataset": "toy", "level": level, "sample": 0, "prompt": "p", "response": f"r{pid}-{tokens}",
             "answer": "1", "pred": "1" if correct else "2", "correct": correct, "n_tokens": tokens, "finished": True,
             "truncated": False, "reflective": hits > 0, "keyword_hits": hits}
+
+
+def test_a_new_merge_in_a_fresh_clone_rebuilds_what_it_needs(study):
+    """The committed runs without their cache (a fresh clone): a config with one more merge runs it,
+    rebuilding the toy family it needs first, and leaves every other step alone."""
+    import shutil
+
+    import yaml
+
+    root, _ = study
+    shutil.rmtree(root / "cache")
+    config = yaml.safe_load(MICRO.read_text())
+    config["steps"][2]["grid"]["merge"].append({"name": "average", "method": "average", "params": {}})
+    config["steps"][3]["grid"]["merge"] = config["steps"][2]["grid"]["merge"]
+    grown = root / "grown.yaml"
+    grown.write_text(yaml.safe_dump(config, sort_keys=False))
+    before = {p: p.stat().st_mtime_ns for p in (root / "runs").glob("micro-*/metrics.json")}
+    t0 = time.time_ns()
+    with study_in(root, grown) as code:
+        assert code == 0
+    assert (root / "runs" / "micro-average" / "metrics.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # no other evaluation reran
+    ran = {s.name for s in expand(load_config(grown)) if (root / s.run_dir / MARKER).stat().st_mtime_ns > t0}
+    assert ran == {"micro-models", "micro-merge-average", "micro-average", "figures"}
+    family = io.read_json(root / "runs" / "micro-models" / "models.json")
+    assert all(Path(family[r]).is_dir() for r in ("quick", "slow", "short"))
 
 
 def test_metrics_side_by_side_and_compare(tmp_path):
