@@ -11,12 +11,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def cache_dir() -> Path:
     """``$L2S_CACHE`` if set; else ``.cache/`` of the checkout l2s runs from (ignored by git);
-    else ``~/.cache/l2s`` for an installed package."""
+    else ``~/.cache/l2s`` for an installed package. Relative to the working directory when it lies
+    below it (:func:`portable`): the paths runs record (checkpoints, merges, calibration files) are
+    then the same in every clone, and so are the cache keys made from them."""
     if env := os.environ.get("L2S_CACHE"):
-        return Path(env).expanduser().resolve()
+        return portable(Path(env).expanduser().resolve())
     if (REPO_ROOT / "pyproject.toml").is_file():
-        return REPO_ROOT / ".cache"
+        return portable(REPO_ROOT / ".cache")
     return Path.home() / ".cache" / "l2s"
+
+
+def portable(path: str | os.PathLike) -> Path:
+    """An absolute ``path`` below the working directory as a relative one; any other path as given."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd())
+        except ValueError:
+            return path
+    return path
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
