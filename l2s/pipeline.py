@@ -91,10 +91,14 @@ def state_of(task: Task, input_hash: str) -> str:
     return "done"
 
 
-def plan(tasks: list[Task], selected: Iterable[str] | None = None) -> dict[str, str]:
+FORCED, DOWNSTREAM = "forced", "downstream of a forced task"
+
+
+def plan(tasks: list[Task], selected: Iterable[str] | None = None, force: Iterable[str] = ()) -> dict[str, str]:
     """What must run, task name -> reason, in task order. ``selected`` (default: all) are the targets:
     those of them that are pending, stale or ``always`` run, and so does every upstream task they need
-    that is not done (pending, stale, or whose artifacts are missing)."""
+    that is not done (pending, stale, or whose artifacts are missing). ``force``: tasks to rerun
+    whatever their state (the code behind them changed, which no key sees), with everything downstream."""
     by_name = {t.name: t for t in tasks}
     hashes = input_hashes(tasks)
     states = {t.name: state_of(t, hashes[t.name]) for t in tasks}
@@ -109,6 +113,11 @@ def plan(tasks: list[Task], selected: Iterable[str] | None = None) -> dict[str, 
             run[t.name] = "always"
         elif states[t.name] == "missing" and any(not p.exists() for p in t.outputs):
             run[t.name] = "outputs missing"
+    forced: set[str] = set()
+    for t in tasks:
+        if t.name in set(force) or forced & {*t.deps, *t.reads}:
+            run[t.name] = FORCED if t.name in set(force) else DOWNSTREAM
+            forced.add(t.name)
     for t in reversed(tasks):  # upstream of what runs, from the last task back: cascades
         if t.name not in run:
             continue
@@ -132,11 +141,11 @@ class Outcome:
 
 def run(tasks: list[Task], selected: Iterable[str] | None = None, keep_going: bool = False,
         progress: Callable[[Iterable[Task]], Iterable[Task]] | None = None,
-        dry_run: bool = False) -> list[Outcome]:
+        dry_run: bool = False, force: Iterable[str] = ()) -> list[Outcome]:
     """Run what :func:`plan` says, in order; a failure stops the rest unless ``keep_going`` (then only
     the tasks downstream of the failure are skipped). One outcome per task (selected ones, or all)."""
     hashes = input_hashes(tasks)
-    todo = plan(tasks, selected)
+    todo = plan(tasks, selected, force)
     shown = [t for t in tasks if selected is None or t.name in set(selected) or t.name in todo]
     outcomes: list[Outcome] = []
     broken: set[str] = set()
@@ -148,7 +157,7 @@ def run(tasks: list[Task], selected: Iterable[str] | None = None, keep_going: bo
             broken.add(t.name)
             outcomes.append(Outcome(t, "not run", todo[t.name]))
             continue
-        state = state_of(t, hashes[t.name])
+        state = "stale" if todo[t.name] in (FORCED, DOWNSTREAM) else state_of(t, hashes[t.name])
         if state in ("stale", "missing") and t.before_rerun is not None:
             t.before_rerun(state)
         t0 = time.perf_counter()

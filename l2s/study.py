@@ -24,7 +24,9 @@ names a directory above other steps' run dirs (the figures' ``runs_dir: runs``) 
 only. ``needs: [glob, ...]`` adds dependencies the parameters do not show. A step's inputs are its
 parameters, its notebook's digest, the digests of input files its parameters name, and its upstream
 steps' inputs; :mod:`l2s.pipeline` reruns a step when they change, and everything downstream with it,
-and rebuilds a finished step whose cache artifacts are gone when a step that needs them runs.
+and rebuilds a finished step whose cache artifacts are gone when a step that needs them runs. The
+code of ``l2s`` itself is not an input (every edit would rerun everything): after a change that
+alters results, ``--rerun PATTERN`` reruns the matching steps and everything downstream.
 
 Each step runs with papermill (working directory: the directory ``l2s study`` runs in, progress bars
 off); the notebook also receives ``run_dir``. The executed notebook is written beside the run
@@ -344,9 +346,11 @@ Outcome = pipeline.Outcome
 
 
 def run_study(config: StudyConfig, only: list[str] | None = None, dry_run: bool = False,
-              keep_going: bool = False, out: str | os.PathLike | None = None) -> list[Outcome]:
+              keep_going: bool = False, out: str | os.PathLike | None = None,
+              rerun: list[str] | None = None) -> list[Outcome]:
     """Run what is not done (see the module docstring) in order; stop at the first failure unless
-    ``keep_going``. Returns one outcome per selected step (and per upstream step that had to run)."""
+    ``keep_going``; ``rerun`` (globs): steps to rerun whatever their state, with everything downstream.
+    Returns one outcome per selected step (and per upstream step that had to run)."""
     from tqdm.auto import tqdm
 
     steps = expand(config, out)
@@ -361,9 +365,10 @@ def run_study(config: StudyConfig, only: list[str] | None = None, dry_run: bool 
             bar.set_postfix_str(t.name)
             yield t
 
+    forced = [s.name for s in select(steps, rerun)] if rerun else []
     return pipeline.run(tasks(steps, config.kernel, config.cell_timeout_s),
                         selected=None if only is None else [s.name for s in chosen],
-                        keep_going=keep_going, progress=progress, dry_run=dry_run)
+                        keep_going=keep_going, progress=progress, dry_run=dry_run, force=forced)
 
 
 def _where(o: Outcome) -> Path:
@@ -407,6 +412,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the study into DIR (DIR/runs, DIR/figures) instead of the config's own paths")
     p.add_argument("--compare", type=Path, metavar="RUNS_DIR",
                    help="end with a reproduction report: the runs made against those in RUNS_DIR")
+    p.add_argument("--rerun", action="append", metavar="PATTERN",
+                   help="rerun the steps matching this glob whatever their state, and everything downstream "
+                        "(after a change to l2s's code, which is not one of a step's inputs)")
     p.add_argument("--dry-run", action="store_true", help="list the steps, their state and dependencies; run nothing")
     p.add_argument("--keep-going", action="store_true", help="after a failed step, go on with the others")
     p.set_defaults(func=run)
@@ -414,7 +422,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args) -> int:
     config = load_config(args.config)
-    outcomes = run_study(config, only=args.only, dry_run=args.dry_run, keep_going=args.keep_going, out=args.out)
+    outcomes = run_study(config, only=args.only, dry_run=args.dry_run, keep_going=args.keep_going, out=args.out,
+                         rerun=args.rerun)
     if args.dry_run:
         for o in outcomes:
             i = o.task.info

@@ -33,7 +33,9 @@ class World:
         spec = [("model", True, (), ()), ("merge", True, ("model",), ()), ("evals", False, ("merge",), ()),
                 ("other", False, (), ()), ("figures", False, (), ("model", "merge", "evals", "other"))]
         return [Task(name=n, key={"k": self.keys.get(n, 0)}, marker=self.root / n / "marker.json",
-                     work=self.work(n, art), outputs=(self.root / n / "out.txt",), deps=deps, reads=reads)
+                     work=self.work(n, art), outputs=(self.root / n / "out.txt",), deps=deps, reads=reads,
+                     before_rerun=lambda state, n=n: (self.root / n / "leftover").unlink(missing_ok=True)
+                     if state == "stale" else None)
                 for n, art, deps, reads in spec]
 
     def run(self, **kw):
@@ -119,3 +121,16 @@ def test_declared_artifacts_accumulate(tmp_path):
     pipeline.declare_artifacts(tmp_path / "run", ["b", Path("c")])
     assert pipeline.declared_artifacts(tmp_path / "run") == ["a", "b", "c"]
     assert pipeline.declared_artifacts(tmp_path / "none") == []
+
+
+def test_forced_tasks_rerun_with_everything_downstream(tmp_path):
+    w = World(tmp_path)
+    w.run()
+    (tmp_path / "merge" / "leftover").write_text("made by the old code")
+    w.ran = []
+    outcomes = pipeline.run(w.tasks(), force=["merge"])
+    assert w.ran == ["merge", "evals", "figures"]
+    assert {o.task.name: o.reason for o in outcomes if o.state == "ran"} == {
+        "merge": "forced", "evals": "downstream of a forced task", "figures": "downstream of a forced task"}
+    assert not (tmp_path / "merge" / "leftover").exists()  # cleared as a stale task's directory is
+    assert w.run()[0] == []  # the markers record the same inputs: done again

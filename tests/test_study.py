@@ -190,6 +190,10 @@ def test_a_changed_parameter_reruns_that_step_its_consumers_and_the_figures(tmp_
     assert main(["study", "--config", str(cfg)]) == 0
     assert executions(tmp_path)[before:] == ["runs/merge-x", "runs/eval-x", "runs/figures"]
     assert json.loads(Path("runs/merge-x/out.json").read_text()) == {"value": 3}
+    # --rerun: a step whatever its state (say l2s's code changed), with everything downstream
+    before = len(executions(tmp_path))
+    assert main(["study", "--config", str(cfg), "--rerun", "merge-y"]) == 0
+    assert executions(tmp_path)[before:] == ["runs/merge-y", "runs/eval-y", "runs/figures"]
     # --only a step whose upstream is stale brings that upstream along
     cfg = chain_config(tmp_path, value_x=4)
     before = len(executions(tmp_path))
