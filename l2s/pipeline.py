@@ -113,10 +113,10 @@ def plan(tasks: list[Task], selected: Iterable[str] | None = None, force: Iterab
             run[t.name] = "always"
         elif states[t.name] == "missing" and any(not p.exists() for p in t.outputs):
             run[t.name] = "outputs missing"
-    forced: set[str] = set()
+    force, forced = set(force), set()
     for t in tasks:
-        if t.name in set(force) or forced & {*t.deps, *t.reads}:
-            run[t.name] = FORCED if t.name in set(force) else DOWNSTREAM
+        if t.name in force or forced & {*t.deps, *t.reads}:
+            run[t.name] = FORCED if t.name in force else DOWNSTREAM
             forced.add(t.name)
     for t in reversed(tasks):  # upstream of what runs, from the last task back: cascades
         if t.name not in run:
