@@ -149,20 +149,6 @@ def trained_path(cfg: AdaR1Config, variant: str, merged: Path, pairs_dir: Path) 
     return paths.cache_dir() / "adar1" / f"{variant}-{cfg.dpo_preset}-{key}"
 
 
-def _clear(*dirs: Path):
-    """Before a stale stage reruns, its output directories go (they hold results of other inputs); a
-    stage whose outputs are only missing (a killed run) resumes in place."""
-    import shutil
-
-    def before_rerun(state: str) -> None:
-        if state == "stale":
-            for d in dirs:
-                if d.is_dir():
-                    log.info("ada-r1: %s was made with other inputs; clearing it", d)
-                    shutil.rmtree(d)
-    return before_rerun
-
-
 def _eval(cfg: AdaR1Config, model: Path | str, run: Path, tags: dict, data_dir: str | None) -> None:
     from l2s.eval.run import EvalConfig, evaluate
     from l2s.eval.sampling import SamplingConfig
@@ -226,7 +212,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     from l2s.dpo.config import preset_config
     from l2s.dpo.train import train
     from l2s.merge import MergeConfig, already_merged, merge
-    from l2s.pipeline import Task
+    from l2s.pipeline import Task, clear_when_stale
     from l2s.pipeline import run as run_tasks
     from l2s.prefs import PairsConfig, write_pairs
     from l2s.prefs.groups import token_limit
@@ -245,7 +231,7 @@ def run_adar1(cfg: AdaR1Config) -> dict:
             made = work()
             return made if artifacts else None
         tasks.append(Task(name=name, key=key, marker=stages / f"{name}.json", work=go, outputs=tuple(outputs),
-                          deps=tuple(deps), before_rerun=_clear(*clear)))
+                          deps=tuple(deps), before_rerun=clear_when_stale(*clear)))
 
     merged = merged_path(cfg)
     merge_cfg = MergeConfig(out=str(merged), overwrite=True, **merge_fields(cfg))

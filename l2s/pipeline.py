@@ -23,6 +23,7 @@ Snakemake"). It is a few pure functions over a list of tasks in dependency order
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,19 @@ class Task:
     always: bool = False
     before_rerun: Callable[[str], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # extra fields for the marker (e.g. parameters)
+
+
+def clear_when_stale(*dirs: Path) -> Callable[[str], None]:
+    """A ``before_rerun``: a stale task's output directories go (they hold the results of other
+    inputs); a task rerun for missing outputs or artifacts (a killed run, a fresh clone) resumes in place."""
+    def before_rerun(state: str) -> None:
+        if state != "stale":
+            return
+        for d in dirs:
+            if Path(d).is_dir():
+                log.info("%s was made with other inputs; clearing it before the rerun", d)
+                shutil.rmtree(d)
+    return before_rerun
 
 
 def input_hashes(tasks: list[Task]) -> dict[str, str]:

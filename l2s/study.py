@@ -50,7 +50,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import string
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -317,20 +316,12 @@ def _unpair(path: Path) -> None:
         nbformat.write(nb, path)
 
 
-def _clear(step: Step, state: str) -> None:
-    """Before a stale step reruns, its run directory goes (it holds the results of other inputs); a
-    step rebuilt for missing outputs or artifacts reruns in place."""
-    if state == "stale" and step.run_dir.is_dir():
-        log.info("study: %s is %s; clearing %s before it reruns", step.name, state, step.run_dir)
-        shutil.rmtree(step.run_dir)
-
-
 def tasks(steps: list[Step], kernel: str | None = None, cell_timeout_s: int | None = None) -> list[pipeline.Task]:
     """The study's steps as :class:`l2s.pipeline.Task` s."""
     return [pipeline.Task(
         name=s.name, key=s.key(), marker=s.marker, outputs=(s.executed_notebook,), deps=s.deps, reads=s.reads,
         always=s.always, work=lambda s=s: run_step(s, kernel, cell_timeout_s),
-        before_rerun=lambda state, s=s: _clear(s, state),
+        before_rerun=pipeline.clear_when_stale(s.run_dir),
         info={"step": s.name, "notebook": s.notebook.as_posix(), "run_dir": s.run_dir.as_posix(),
               "parameters": s.parameters}) for s in steps]
 
