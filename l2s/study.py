@@ -413,6 +413,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args) -> int:
     config = load_config(args.config)
+    if args.compare is not None and not args.compare.is_dir():  # before the study runs, not after it
+        raise FileNotFoundError(f"--compare {args.compare}: no such runs directory (the committed runs are in runs/)")
     outcomes = run_study(config, only=args.only, dry_run=args.dry_run, keep_going=args.keep_going, out=args.out,
                          rerun=args.rerun)
     if args.dry_run:
