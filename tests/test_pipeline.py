@@ -134,3 +134,42 @@ def test_forced_tasks_rerun_with_everything_downstream(tmp_path):
         "merge": "forced", "evals": "downstream of a forced task", "figures": "downstream of a forced task"}
     assert not (tmp_path / "merge" / "leftover").exists()  # cleared as a stale task's directory is
     assert w.run()[0] == []  # the markers record the same inputs: done again
+
+
+def test_jobs_run_independent_tasks_at_once_and_dependents_after(tmp_path):
+    """Two jobs: ``model`` and ``other`` overlap; ``merge`` starts only after ``model`` ends, ``figures``
+    after everything; a failure with two jobs still skips exactly what is downstream of it."""
+    import threading
+    import time
+
+    log, lock = [], threading.Lock()
+
+    def work(name, seconds):
+        def go():
+            with lock:
+                log.append(("start", name))
+            time.sleep(seconds)
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / "out.txt").write_text(name)
+            with lock:
+                log.append(("end", name))
+        return go
+
+    spec = [("model", 0.3, (), ()), ("merge", 0.05, ("model",), ()), ("other", 0.3, (), ()),
+            ("figures", 0.0, (), ("merge", "other"))]
+    tasks = [Task(name=n, key={}, marker=tmp_path / n / "marker.json", work=work(n, s),
+                  outputs=(tmp_path / n / "out.txt",), deps=d, reads=r) for n, s, d, r in spec]
+    t0 = time.perf_counter()
+    outcomes = pipeline.run(tasks, jobs=2)
+    assert time.perf_counter() - t0 < 0.6  # model and other overlapped (sequentially: 0.65 s)
+    assert [o.state for o in outcomes] == ["ran"] * 4
+    assert log.index(("start", "other")) < log.index(("end", "model")) < log.index(("start", "merge"))
+    assert log[-2:] == [("start", "figures"), ("end", "figures")]
+    assert pipeline.run(tasks, jobs=2) and all(o.state == "done" for o in pipeline.run(tasks, jobs=2))
+
+    w = World(tmp_path / "w")
+    w.fail = {"merge"}
+    ran, states = w.run(jobs=2, keep_going=True)
+    assert states == {"model": "ran", "merge": "failed", "evals": "not run", "other": "ran", "figures": "not run"}
+    with pytest.raises(ValueError, match="jobs"):
+        pipeline.run(tasks, jobs=0)

@@ -272,3 +272,21 @@ def test_cli_dry_run_and_only(tmp_path, monkeypatch, capsys):
     assert executions(tmp_path) == ["runs/y"] and not Path("runs/x").exists()
     assert "1 ran" in capsys.readouterr().out
     assert main(["study", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_jobs_run_steps_at_once_with_papermill(tmp_path, monkeypatch, capsys):
+    """``--jobs 2`` runs the chain with two papermill kernels at a time: every step once, consumers after
+    what they consume, the same records as one job, then nothing left to do."""
+    monkeypatch.chdir(tmp_path)
+    cfg = chain_config(tmp_path)
+    assert main(["study", "--config", str(cfg), "--jobs", "2"]) == 0
+    order = executions(tmp_path)
+    assert sorted(order) == sorted(["runs/models", "runs/merge-x", "runs/merge-y", "runs/eval-x", "runs/eval-y",
+                                    "runs/other", "runs/figures"])
+    assert order.index("runs/models") < min(order.index("runs/merge-x"), order.index("runs/merge-y"))
+    assert order.index("runs/merge-x") < order.index("runs/eval-x") and order[-1] == "runs/figures"
+    assert json.loads(Path("runs/merge-x/out.json").read_text()) == {"value": 2}
+    capsys.readouterr()
+    assert main(["study", "--config", str(cfg), "--jobs", "2"]) == 0
+    assert "7 done" in capsys.readouterr().out and len(executions(tmp_path)) == 7
+    assert main(["study", "--config", str(cfg), "--jobs", "0"]) == 2
