@@ -349,14 +349,22 @@ def data_dir_of(models_run: str | Path | None = None, merge_run: str | Path | No
 
 def metrics_table(run_dir: str | Path) -> pd.DataFrame:
     """A run's metrics per dataset and level (``all`` = the whole dataset): accuracy and reflective
-    ratio in %, tokens, keyword hits per response, truncated count."""
+    ratio in %, tokens, keyword hits per response, truncated count; for a run that records interim
+    answers, also the checked count and the correction, harmful-check and unchanged-check rates in %."""
     from l2s.runs import read_run
 
+    blocks = list(read_run(run_dir).blocks())
     rows = [{"dataset": name, "level": "all" if level is None else str(level), "n": v["n"],
              "accuracy %": 100 * v["accuracy"], "mean tokens": v["mean_tokens"],
              "median tokens": v["median_tokens"], "reflective %": 100 * v["reflective_ratio"],
              "keyword hits": v["keyword_hits"], "truncated": v["truncated"]}
-            for name, level, v in read_run(run_dir).blocks()]
+            for name, level, v in blocks]
+    if any("checked" in v for _, _, v in blocks):  # runs that record interim answers (l2s.eval.metrics.correction)
+        for row, (_, _, v) in zip(rows, blocks):
+            row["checked"] = v.get("checked", 0)
+            for column, key in (("correction %", "correction_rate"), ("harmful check %", "harmful_check_rate"),
+                                ("unchanged check %", "unchanged_check_rate")):
+                row[column] = float("nan") if v.get(key) is None else 100 * v[key]
     return pd.DataFrame(rows).set_index(["dataset", "level"]).round(2)
 
 

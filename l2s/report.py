@@ -123,9 +123,31 @@ def merge_reading(record: dict) -> str:
 
 
 # -- 02 evaluate --------------------------------------------------------------------------------------
+def _correction_text(overall: pd.Series, levels: pd.DataFrame) -> str:
+    """Whether the reflection corrects answers (:func:`l2s.eval.metrics.correction`), where the table has
+    the columns (a run that records interim answers) and the run reflects at all: the rates among the
+    checked responses, and the correction rate of the easiest against the hardest level checked."""
+    if "correction %" not in overall.index or _missing(overall["checked"]) or not overall["reflective %"]:
+        return ""
+    checked = int(overall["checked"])
+    if not checked:
+        return (" No reflective response boxed an answer before its first reflection keyword, so whether the "
+                "check corrects answers cannot be read off this run.")
+    text = (f" Of the {checked} response(s) that boxed an answer before their first reflection keyword, the check "
+            f"corrected {_pct(overall['correction %'])} (wrong → right), broke {_pct(overall['harmful check %'])} "
+            f"(right → wrong) and left {_pct(overall['unchanged check %'])} unchanged.")
+    seen = levels[levels["checked"] > 0] if "checked" in levels else levels.iloc[:0]
+    if len(seen) > 1:
+        lo, hi = seen.iloc[0], seen.iloc[-1]
+        text = text[:-1] + (f"; its correction rate goes {_pct(lo['correction %'])} → {_pct(hi['correction %'])} "
+                            f"from level {seen.index[0]} to level {seen.index[-1]}.")
+    return text
+
+
 def levels_reading(table: pd.DataFrame) -> str:
     """An evaluation run in words, from :func:`l2s.notebook_helpers.metrics_table`: the whole dataset,
-    then the easiest against the hardest level."""
+    then the easiest against the hardest level, and, for a run that records interim answers, how often
+    its reflection corrects (or breaks) the answer given before it."""
     paragraphs = []
     for dataset, rows in table.groupby(level="dataset", sort=False):
         rows = rows.droplevel("dataset")
@@ -141,6 +163,7 @@ def levels_reading(table: pd.DataFrame) -> str:
                      f"{_tokens(lo['mean tokens'])} → {_tokens(hi['mean tokens'])} tokens, accuracy "
                      f"{_pct(lo['accuracy %'])} → {_pct(hi['accuracy %'])}, reflective "
                      f"{_pct(lo['reflective %'])} → {_pct(hi['reflective %'])}.")
+        text += _correction_text(overall, levels)
         if overall["truncated"]:
             text += (f" {int(overall['truncated'])} response(s) hit the token budget: their lengths are lower "
                      "bounds and their answers may be cut off.")

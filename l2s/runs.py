@@ -7,7 +7,8 @@ An evaluation run directory (written by :func:`l2s.eval.run.evaluate`, or by ``l
 - ``generations.jsonl``: one scored response per row;
 - ``metrics.json``: ``datasets.NAME.{n, accuracy, mean_tokens, median_tokens, reflective_ratio,
   keyword_hits, truncated, by_level.LEVEL.{...}}`` and ``overall`` (fractions in [0, 1], see
-  :mod:`l2s.eval.metrics`);
+  :mod:`l2s.eval.metrics`), plus, in runs that graded interim answers, ``checked``,
+  ``correction_rate``, ``harmful_check_rate`` and ``unchanged_check_rate``;
 - ``provenance.json``: written last, so a run that has it is finished.
 
 :func:`read_run` reads one (checking the metrics' shape), :func:`find_runs` every finished run under

@@ -21,7 +21,9 @@
 # model with few-shot CoT; the toy models get their chat template). For every response we record its
 # length in tokens, whether the extracted answer is right (math-verify), and its **reflection keywords**
 # (“wait”, “double-check”, “let me check”, … — Wu et al. §5.2): a response with any of them is
-# *reflective*.
+# *reflective*. Whether reflecting *helps* is read off the **interim answer**, the last `\boxed{}`
+# before the first keyword, graded like the final one: per level, the share of checks that turn a wrong
+# answer right (the correction rate), a right one wrong, or change nothing.
 #
 # The model is given directly, as a role of a models run, or as the merged checkpoint of a merge run;
 # the run is tagged (size, role, method, parameters) so that the figures know where it belongs.

@@ -116,6 +116,67 @@ def test_self_correction_csv_matches_metrics(figures):
     assert t6.set_index("dataset").loc["gsm8k", "value"] == pytest.approx(19.2)
 
 
+def _add_corrections(run_dir, rates):
+    """Give a run's toy levels the correction fields: ``rates(level) -> (checked, correction, harmful, unchanged)``."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for lv, block in metrics["datasets"]["toy"]["by_level"].items():
+        checked, *values = rates(int(lv))
+        block.update(checked=checked, **dict(zip(("correction_rate", "harmful_check_rate", "unchanged_check_rate"),
+                                                 values if checked else (None, None, None))))
+    path.write_text(json.dumps(metrics))
+
+
+def _figure_texts(fig):
+    """Every note and left title of the figure, line breaks (wrapping) as spaces."""
+    return " ".join(" ".join(t.get_text() for ax in fig.axes for t in ax.texts).split() +
+                    " ".join(ax.get_title(loc="left") for ax in fig.axes).split())
+
+
+def test_self_correction_by_level_for_runs_with_interim_answers(tmp_path):
+    """toy-s slow and TIES record interim answers (TIES checked nothing at level 5), the quick run does not;
+    toy-m's run checked nothing: the CSV has the rates by level, the figure draws toy-s's, a note for toy-m."""
+    from l2s.figures import build_tables
+    from l2s.figures.plots import draw
+
+    runs = write_runs(tmp_path / "runs", {k: RUNS[k] for k in ("s-quick", "s-slow", "s-ties", "m-slow")})
+    _add_corrections(runs / "s-slow", lambda lv: (4 * lv, 0.05 * lv, 0.02, 0.9 - 0.05 * lv))
+    _add_corrections(runs / "s-ties", lambda lv: (0, 0, 0, 0) if lv == 5 else (2, 0.5, 0.25, 0.25))
+    _add_corrections(runs / "m-slow", lambda lv: (0, 0, 0, 0))
+    table = build_tables(runs)["self_correction"]
+    c = table[table["quantity"].isin(["correction_rate", "harmful_check_rate", "unchanged_check_rate"])]
+    assert set(c["run"]) == {"s-slow", "s-ties", "m-slow"} and c.loc[c["run"] == "m-slow", "value"].isna().all()
+    assert list(dict.fromkeys(c["panel"])) == ["toy-s · toy — measured, by level", "toy-m · toy — measured, by level"]
+    slow = c[c["run"] == "s-slow"].set_index(["quantity", "level"])
+    assert slow.loc[("correction_rate", 3), "value"] == pytest.approx(15.0)
+    assert slow.loc[("unchanged_check_rate", 2), "value"] == pytest.approx(80.0)
+    assert slow.loc[("harmful_check_rate", 4), "checked"] == 16
+    ties = c[c["run"] == "s-ties"].set_index(["quantity", "level"])
+    assert ties.loc[("correction_rate", 1), "value"] == pytest.approx(50.0)
+    assert pd.isna(ties.loc[("correction_rate", 5), "value"]) and ties.loc[("correction_rate", 5), "checked"] == 0
+    bars = table[table["quantity"] == "reflective_ratio"]
+    assert bars["level"].isna().all() and "s-quick" in set(bars["run"])  # the bars keep every run
+    texts = _figure_texts(draw("self_correction", table))
+    assert "toy-m · toy — measured, by level: no response boxed an answer before its first reflection" in texts
+    assert "no run records interim answers" not in texts
+    assert "toy-s · toy — measured, by level — % of the checked responses" in texts
+    assert "68 in all its runs" in texts  # 4+8+...+20 of the slow run, 4 x 2 of TIES
+
+
+def test_self_correction_without_interim_answers_notes_each_size(figures):
+    """Runs of an l2s before interim answers: the table is the bars' alone (no level, checked columns: the
+    CSV of such runs is unchanged) and the figure says, per size, that there is nothing to draw."""
+    from l2s.figures.plots import draw
+
+    _, out, _ = figures
+    df = _csv(out, "self_correction")
+    assert "level" not in df.columns and "checked" not in df.columns
+    assert set(df["quantity"]) == {"reflective_ratio", "keyword_hits"}
+    texts = _figure_texts(draw("self_correction", df))
+    for size in ("toy-s", "toy-m"):
+        assert f"{size}: no run records interim answers by level" in texts
+
+
 def test_difficulty_csv_matches_by_level_metrics(figures):
     runs, out, _ = figures
     df = _csv(out, "difficulty")

@@ -93,6 +93,10 @@ def test_figures_agree_with_the_runs(study):
     assert set(sc["run"]) == evaluated
     for row in sc.itertuples():
         m = metrics(root, row.run)[row.dataset]
+        if row.quantity in ("correction_rate", "harmful_check_rate", "unchanged_check_rate"):  # by level
+            v = m["by_level"][str(int(row.level))][row.quantity]
+            assert pd.isna(row.value) if v is None else close(row.value, 100 * v)
+            continue
         want = 100 * m["reflective_ratio"] if row.quantity == "reflective_ratio" else m["keyword_hits"]
         assert close(row.value, want)
 

@@ -1,13 +1,19 @@
-"""Per-response measures: reflection keywords, thinking/answer split, length in tokens.
+"""Per-response measures: reflection keywords, thinking/answer split, interim answer, length in tokens.
 
 A response is *reflective* when it contains any of Wu et al. (2025)'s self-reflection keywords
 (case-insensitive): wait, re-examine, recap, double-check, let me check, let me just check, let me
 just verify. ``keyword_hits`` counts all (non-overlapping, whole-word) occurrences of them.
+
+Whether the reflection *corrects* anything is read off the **interim answer** (:func:`interim_answer`):
+the last ``\\boxed{}`` before the first of those keywords, graded like the final answer
+(:mod:`l2s.eval.grading`) and compared with it per group in :mod:`l2s.eval.metrics`.
 """
 
 from __future__ import annotations
 
 import re
+
+from l2s.data import last_boxed
 
 REFLECTION_KEYWORDS = ("wait", "re-examine", "recap", "double-check", "let me check",
                        "let me just check", "let me just verify")
@@ -27,6 +33,23 @@ def keyword_hits(text: str) -> int:
 
 def is_reflective(text: str) -> bool:
     return _KEYWORDS.search(text) is not None
+
+
+def first_keyword(text: str) -> int | None:
+    """Offset of the first reflection keyword (the matcher of :func:`keyword_hits`), None without one."""
+    m = _KEYWORDS.search(text)
+    return None if m is None else m.start()
+
+
+def interim_answer(response: str) -> str | None:
+    """The answer a response gave *before* it reflected: the content of the last ``\\boxed{}``
+    (:func:`l2s.data.last_boxed`) in the text before its first reflection keyword of Wu et al. 2025
+    (:data:`REFLECTION_KEYWORDS`, whole words as in :func:`keyword_hits`: "await" is none). ``</think>``
+    plays no part: the prefix may end inside the thinking or after it. None when the response has no
+    keyword (no reflection to judge) or no box before it — R1-style outputs rarely box an answer before
+    their first "Wait", so such a response does not count towards the correction rates."""
+    i = first_keyword(response)
+    return None if i is None else last_boxed(response[:i])
 
 
 def split_thinking(response: str) -> tuple[str | None, str]:

@@ -2,8 +2,10 @@
 
 Per group (a dataset, a level of it, or everything): ``n``, ``accuracy`` and ``reflective_ratio``
 (fractions in [0, 1]), ``mean_tokens`` and ``median_tokens``, ``keyword_hits`` (mean per response)
-and ``truncated`` (a count). A run is compared with a reference by :func:`length_change` per dataset,
-then the mean over datasets (Wu et al. 2025, Table 1 "Avg").
+and ``truncated`` (a count) — :data:`METRIC_KEYS`, which every run's metrics have — and whether
+reflection corrects answers, :data:`CORRECTION_KEYS` (:func:`correction`), which runs written before
+l2s recorded interim answers lack. A run is compared with a reference by :func:`length_change` per
+dataset, then the mean over datasets (Wu et al. 2025, Table 1 "Avg").
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+# The fields every metrics block has (l2s.runs.read_metrics requires them).
 METRIC_KEYS = ("n", "accuracy", "mean_tokens", "median_tokens", "reflective_ratio", "keyword_hits",
                "truncated")
+# Added later: absent from older runs' metrics (l2s.reproduce lists them as added, not as differences).
+CORRECTION_KEYS = ("checked", "correction_rate", "harmful_check_rate", "unchanged_check_rate")
 
 
 def length_change(tokens, ref_tokens):
@@ -25,11 +30,45 @@ def length_change(tokens, ref_tokens):
     return (tokens - ref_tokens) / ref_tokens
 
 
+def _same_pred(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and "".join(a.split()) == "".join(b.split())
+
+
+def correction(rows: list[dict]) -> dict:
+    """Does reflection correct answers? Over the ``checked`` rows — those with an interim answer
+    (``interim_pred``, the last box before the first of Wu et al. 2025's reflection keywords,
+    :func:`l2s.eval.measures.interim_answer`), graded like the final one (``interim_correct``):
+
+    - ``correction_rate`` = #(interim wrong, final right) / checked — the check fixed the answer;
+    - ``harmful_check_rate`` = #(interim right, final wrong) / checked — the check broke it (a final
+      without any answer, e.g. cut off by the budget, is wrong);
+    - ``unchanged_check_rate`` = #(same grade and the same answer) / checked, where the same answer
+      means both right (both equal the gold, so each other, whatever their form: ``1/2`` and
+      ``\\frac{1}{2}``), or the same ``pred`` string up to whitespace. Without a third grading
+      (interim against final) two wrong answers in different forms count as changed.
+
+    The three are disjoint; the rest, 1 - their sum, is a wrong interim answer replaced by another wrong
+    (or no) answer. Each is None when checked is 0. Rows without the fields (generations of an l2s
+    that did not record them) or with ``interim_pred`` None (no keyword, or no box before it) are not
+    checked."""
+    checked = [r for r in rows if r.get("interim_pred") is not None and r.get("interim_correct") is not None]
+    k = len(checked)
+    if k == 0:
+        return {"checked": 0, "correction_rate": None, "harmful_check_rate": None, "unchanged_check_rate": None}
+    fixed = sum(not r["interim_correct"] and bool(r["correct"]) for r in checked)
+    broke = sum(bool(r["interim_correct"]) and not r["correct"] for r in checked)
+    same = sum(bool(r["interim_correct"]) == bool(r["correct"])
+               and (bool(r["correct"]) or _same_pred(r["interim_pred"], r.get("pred"))) for r in checked)
+    return {"checked": k, "correction_rate": fixed / k, "harmful_check_rate": broke / k,
+            "unchanged_check_rate": same / k}
+
+
 def aggregate(rows: list[dict]) -> dict:
+    """:data:`METRIC_KEYS` then :data:`CORRECTION_KEYS` of one group of rows (None where n is 0)."""
     n = len(rows)
     if n == 0:
         return {"n": 0, "accuracy": None, "mean_tokens": None, "median_tokens": None,
-                "reflective_ratio": None, "keyword_hits": None, "truncated": 0}
+                "reflective_ratio": None, "keyword_hits": None, "truncated": 0, **correction([])}
     tokens = [r["n_tokens"] for r in rows]
     return {"n": n,
             "accuracy": sum(bool(r["correct"]) for r in rows) / n,
@@ -37,7 +76,8 @@ def aggregate(rows: list[dict]) -> dict:
             "median_tokens": float(statistics.median(tokens)),
             "reflective_ratio": sum(bool(r["reflective"]) for r in rows) / n,
             "keyword_hits": sum(r["keyword_hits"] for r in rows) / n,
-            "truncated": sum(bool(r["truncated"]) for r in rows)}
+            "truncated": sum(bool(r["truncated"]) for r in rows),
+            **correction(rows)}
 
 
 def compute_metrics(rows: list[dict]) -> dict:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from l2s import io
 from l2s.data import load_benchmark
 from l2s.eval.backends import Request, make_backend, resolve_backend
-from l2s.eval.grading import GradeConfig, Grader
-from l2s.eval.measures import keyword_hits
+from l2s.eval.grading import Grade, GradeConfig, Grader
+from l2s.eval.measures import interim_answer, keyword_hits
 from l2s.eval.metrics import compute_metrics
 from l2s.eval.prompts import DEFAULT_STOP, PROMPTS, build_prompt, chat_messages, load_exemplars
 from l2s.eval.sampling import SamplingConfig
@@ -170,15 +170,35 @@ def _model_provenance(cfg: EvalConfig, backend) -> dict:
     return info
 
 
-def score_row(base: dict, response: str, n_tokens: int, finished: bool, truncated: bool, grade) -> dict:
+def grade_responses(grader: Grader, items: list[tuple[str, str, bool]], progress: bool = False,
+                    desc: str = "grading") -> list[tuple[Grade, Grade | None]]:
+    """(final grade, interim grade) per (response, gold, truncated), graded in one batch. The interim
+    answer (:func:`l2s.eval.measures.interim_answer`: the last box before the first reflection keyword)
+    is graded as the response ``\\boxed{interim}`` would be, so exactly like a final boxed answer (never
+    truncated: it was stated before the response went on); None where the response has none."""
+    interims = [interim_answer(response) for response, _, _ in items]
+    extra = [(f"\\boxed{{{p}}}", gold, False) for p, (_, gold, _) in zip(interims, items, strict=True)
+             if p is not None]
+    grades = grader.grade(list(items) + extra, progress=progress, desc=desc)
+    finals, rest = grades[:len(items)], iter(grades[len(items):])
+    return [(g, None if p is None else replace(next(rest), pred=p))
+            for g, p in zip(finals, interims, strict=True)]
+
+
+def score_row(base: dict, response: str, n_tokens: int, finished: bool, truncated: bool, grade,
+              interim: Grade | None) -> dict:
     """One generations.jsonl row (the contract's fields, plus ``grade_status``; ``messages``: the chat
     the prompt rendered, None for a text prompt, see :func:`l2s.eval.prompts.chat_messages`; ``budget``
-    only where the context capped the response's new tokens below ``max_new_tokens``)."""
+    only where the context capped the response's new tokens below ``max_new_tokens``), and the
+    interim answer given before the first reflection keyword and whether it is right (``interim_pred``,
+    ``interim_correct``; None without one, :func:`grade_responses`)."""
     hits = keyword_hits(response)
     budget = base.pop("budget", None)
     row = {**base, "response": response, "pred": grade.pred, "correct": grade.correct,
            "grade_status": grade.status, "n_tokens": n_tokens, "finished": finished,
-           "truncated": truncated, "reflective": hits > 0, "keyword_hits": hits}
+           "truncated": truncated, "reflective": hits > 0, "keyword_hits": hits,
+           "interim_pred": None if interim is None else interim.pred,
+           "interim_correct": None if interim is None else interim.correct}
     return row if budget is None else {**row, "budget": budget}
 
 
@@ -282,9 +302,10 @@ def _generate(cfg: EvalConfig, backend, grader: Grader, pending: list[tuple], ge
                     "their budget is capped to the context (recorded as 'budget' in their rows and in "
                     "metrics.json token_limit)", capped, len(budget_of), limit, context)
     for batch in backend.generate(requests, cfg.sampling, progress=progress):
-        grades = grader.grade([(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
+        grades = grade_responses(grader, [(g.text, base_of[r.key]["answer"], g.truncated) for r, g in batch])
         io.append_jsonl(gen_path, [score_row(dict(base_of[r.key]), g.text, len(g.token_ids), g.finished, g.truncated,
-                                             gr) for (r, g), gr in zip(batch, grades, strict=True)])
+                                             final, interim)
+                                   for (r, g), (final, interim) in zip(batch, grades, strict=True)])
 
 
 def finalize(out: Path, wanted: list[tuple], max_new_tokens: int | None = None) -> list[dict]:

@@ -2,7 +2,10 @@
 
 Input rows: ``response`` and either ``answer`` (gold) or ``dataset`` + ``id`` (looked up in
 ``data_dir``); optional ``level``, ``sample``, ``truncated``. Without ``truncated``, a response is
-truncated when ``max_new_tokens`` is given and its re-encoded length reaches it.
+truncated when ``max_new_tokens`` is given and its re-encoded length reaches it. The rows written are
+those of ``l2s eval`` (:func:`l2s.eval.run.score_row`), the interim answer before the first reflection
+keyword included: re-scoring an older run's ``generations.jsonl`` adds its ``interim_pred`` and
+``interim_correct`` (and so the correction rates of its metrics).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from l2s.data import load_benchmark
 from l2s.eval.grading import GradeConfig, Grader
 from l2s.eval.measures import count_tokens
 from l2s.eval.metrics import compute_metrics
-from l2s.eval.run import GENERATIONS, METRICS, PROVENANCE, score_row
+from l2s.eval.run import GENERATIONS, METRICS, PROVENANCE, grade_responses, score_row
 from l2s.provenance import file_sha256, provenance
 
 
@@ -90,10 +93,11 @@ def score_responses(cfg: ScoreConfig, progress: bool = True) -> Path:
     truncated = [bool(r["truncated"]) if "truncated" in r else (limit is not None and n >= limit)
                  for r, n in zip(rows, n_tokens, strict=True)]
     with Grader(cfg.grading) as grader:
-        grades = grader.grade([(resp, b["answer"], t) for resp, b, t in zip(responses, base, truncated, strict=True)],
-                              progress=progress, desc="scoring")
-    scored = [score_row(b, resp, n, not t, t, g)
-              for b, resp, n, t, g in zip(base, responses, n_tokens, truncated, grades, strict=True)]
+        grades = grade_responses(grader, [(resp, b["answer"], t)
+                                          for resp, b, t in zip(responses, base, truncated, strict=True)],
+                                 progress=progress, desc="scoring")
+    scored = [score_row(b, resp, n, not t, t, final, interim)
+              for b, resp, n, t, (final, interim) in zip(base, responses, n_tokens, truncated, grades, strict=True)]
     config = {**asdict(cfg), "responses_sha256": file_sha256(cfg.responses)}
     with io.atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         io.write_jsonl(tmp / GENERATIONS, scored)

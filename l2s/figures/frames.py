@@ -2,7 +2,9 @@
 
 Runs are read by :func:`l2s.runs.find_runs` (the run contract: tags in config.json, metrics.json);
 a run is a series of the figures when its tags have a size and a role (:attr:`l2s.runs.RunTags.plotted`).
-Frames here carry accuracy and reflective ratio in % so that they sit beside the papers' numbers.
+Frames here carry accuracy, reflective ratio and the correction rates in % so that they sit beside the
+papers' numbers; the correction columns (:data:`l2s.eval.metrics.CORRECTION_KEYS`) are NaN for runs
+whose metrics predate them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2s.eval.metrics import CORRECTION_KEYS
 from l2s.runs import HOW_TO_RUN, METRIC_KEYS, ROLE_ORDER, find_runs, method_labels, params_text
 
 log = logging.getLogger(__name__)
@@ -33,10 +36,19 @@ def series_order(key: str, role: str) -> tuple:
             known.index(key) if key in known else len(known), key)
 
 
+COLUMNS = (*METRIC_KEYS, *CORRECTION_KEYS)
+_RATES = ("correction_rate", "harmful_check_rate", "unchanged_check_rate")
+
+
 def _metric_row(values: dict) -> dict:
+    """The metrics of one block as frame columns: fractions in %, a correction field a run lacks (or
+    None: nothing checked) as NaN."""
     row = {k: values[k] for k in METRIC_KEYS}
     row["accuracy"] = 100.0 * float(row["accuracy"])
     row["reflective_ratio"] = 100.0 * float(row["reflective_ratio"])
+    for k in CORRECTION_KEYS:
+        v = values.get(k)
+        row[k] = float("nan") if v is None else (100.0 * float(v) if k in _RATES else float(v))
     return row
 
 
@@ -63,9 +75,9 @@ def load_runs(runs_dir: str | Path) -> Runs:
                 rows.append({**base, "dataset": dataset, **_metric_row(values)})
             else:
                 level_rows.append({**base, "dataset": dataset, "level": level, **_metric_row(values)})
-    columns = ["run", "size", "role", "method", "method_label", "params", "sweep", "dataset", *METRIC_KEYS]
+    columns = ["run", "size", "role", "method", "method_label", "params", "sweep", "dataset", *COLUMNS]
     return Runs(datasets=pd.DataFrame(rows, columns=columns),
-                levels=pd.DataFrame(level_rows, columns=[*columns[:8], "level", *METRIC_KEYS]))
+                levels=pd.DataFrame(level_rows, columns=[*columns[:8], "level", *COLUMNS]))
 
 
 def display_labels(df: pd.DataFrame) -> pd.Series:

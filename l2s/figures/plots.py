@@ -107,27 +107,106 @@ def _grouped_bars(ax, rows: pd.DataFrame, styles) -> None:
     ax.grid(axis="x", visible=False)
 
 
+CORRECTION_LABELS = {
+    "correction_rate": "wrong → right (correction)",
+    "harmful_check_rate": "right → wrong (harmful)",
+    "unchanged_check_rate": "unchanged by the check",
+}
+NO_CORRECTION_DATA = ("{size}: no run records interim answers by level, so whether reflection corrects answers "
+                      "cannot be drawn (runs evaluated before l2s recorded them: rerun their evaluation, or "
+                      "re-score their generations with `l2s score`; or datasets without levels).")
+NOTHING_CHECKED = ("{panel}: no response boxed an answer before its first reflection keyword, so none could be "
+                   "checked: no correction rate to draw.")
+
+
+def _note(ax, text: str) -> None:
+    ax.axis("off")
+    ax.text(0.0, 0.5, _title(text, 110), transform=ax.transAxes, va="center", fontsize=8, style="italic")
+
+
+def _correction_rows(table: pd.DataFrame, size: str) -> list[tuple[str, pd.DataFrame | None]]:
+    """The figure rows of one measured size's correction rates: one per dataset with levels, or (None) a
+    note that no run of that size records interim answers."""
+    if "level" not in table:
+        return [(size, None)]
+    rows = table[(table["source"] == MEASURED) & (table["size"] == size) & table["quantity"].isin(CORRECTION_LABELS)]
+    return [(panel, rows[rows["panel"] == panel]) for panel in dict.fromkeys(rows["panel"])] or [(size, None)]
+
+
+def _rate_lines(ax, rows: pd.DataFrame, quantity: str, styles, ls: str) -> None:
+    r = rows[rows["quantity"] == quantity]
+    for lab in dict.fromkeys(r["label"]):
+        x = r[r["label"] == lab].sort_values("level")
+        color, hatch = styles[lab]
+        ax.plot(x["level"], x["value"].to_numpy(dtype=float), marker=_marker(hatch), ms=4, lw=1.4, color=color, ls=ls)
+
+
+def _nothing_to_draw(rows: pd.DataFrame | None) -> bool:
+    return rows is None or rows["value"].isna().all()
+
+
+def _correction_axes(ax_c, ax_u, panel: str, rows: pd.DataFrame | None, styles) -> None:
+    """Correction (solid) and harmful-check (dotted) rates by level on ``ax_c``, unchanged on ``ax_u``;
+    a note on ``ax_c`` (``ax_u`` removed) where there is nothing to draw."""
+    if _nothing_to_draw(rows):
+        _note(ax_c, NO_CORRECTION_DATA.format(size=panel) if rows is None else NOTHING_CHECKED.format(panel=panel))
+        ax_u.remove()
+        return
+    checked = int(rows.drop_duplicates(["run", "level"])["checked"].sum())
+    _rate_lines(ax_c, rows, "correction_rate", styles, "-")
+    _rate_lines(ax_c, rows, "harmful_check_rate", styles, ":")
+    _rate_lines(ax_u, rows, "unchanged_check_rate", styles, "-")
+    ax_c.legend(handles=[Line2D([], [], color="black", ls=ls, label=CORRECTION_LABELS[q]) for q, ls in
+                         (("correction_rate", "-"), ("harmful_check_rate", ":"))], loc="best", frameon=False)
+    ax_c.set_title(_title(f"{panel} — % of the checked responses (answer boxed before the first reflection "
+                          f"keyword; {checked} in all its runs)", 55), loc="left")
+    ax_c.set_ylabel("checked responses (%)")
+    ax_u.set_ylabel("checked responses unchanged (%)")
+    for ax in (ax_c, ax_u):
+        ax.set_ylim(-3, 103)
+        ax.set_xticks(sorted(rows["level"].unique()))
+        ax.set_xlabel("difficulty level")
+
+
 def self_correction(table: pd.DataFrame) -> Figure:
-    """(b) Reflective-response ratio and keyword hits per response, per dataset and method."""
-    cells = list(dict.fromkeys(zip(table["panel"], table["quantity"])))
-    ncols = 2
-    nrows = -(-len(cells) // ncols)
-    fig = new_figure(11, 2.9 * nrows + 1.0)
+    """(b) Reflective-response ratio and keyword hits per response, per dataset and method; below each
+    measured size, whether the reflection corrects the interim answer (the last box before the first
+    reflection keyword), by level and dataset: wrong → right and right → wrong (left), unchanged (right),
+    as % of the checked responses. A size without such data gets a one-line note instead of empty axes;
+    the reported panels (the papers give no such rate) follow."""
+    bars = table[~table["quantity"].isin(CORRECTION_LABELS)]
+    cells = list(dict.fromkeys(zip(bars["panel"], bars["quantity"], bars["source"] == MEASURED, bars["size"])))
+    layout: list[tuple] = []  # ("bars", cells) or ("rates", panel, rows)
+
+    def flow(group: list[tuple]) -> None:
+        layout.extend(("bars", group[i:i + 2]) for i in range(0, len(group), 2))
+
+    measured = [c for c in cells if c[2]]
+    for panel in dict.fromkeys(c[0] for c in measured):
+        flow([c for c in measured if c[0] == panel])
+        size = next(c[3] for c in measured if c[0] == panel)
+        layout.extend(("rates", *r) for r in _correction_rows(table, size))
+    flow([c for c in cells if not c[2]])
+    heights = [0.5 if item[0] == "rates" and _nothing_to_draw(item[2]) else 2.9 for item in layout]
+    fig = new_figure(11, sum(heights) + 1.0)
     styles = series_styles(table)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, (panel, quantity) in zip(axes.flat, cells):
-        rows = table[(table["panel"] == panel) & (table["quantity"] == quantity)]
-        _grouped_bars(ax, rows, styles)
-        ax.set_title(_title(panel, 55), loc="left")
-        ax.set_ylabel(QUANTITY_LABELS[quantity])
-        ax.set_xlabel("dataset")
-        if quantity == "reflective_ratio":
-            ax.set_ylim(0, 105)
-    for ax in axes.flat[len(cells):]:
-        ax.remove()
+    axes = fig.add_gridspec(len(layout), 2, height_ratios=heights).subplots(squeeze=False)
+    for (ax_l, ax_r), item in zip(axes, layout):
+        if item[0] == "rates":
+            _correction_axes(ax_l, ax_r, item[1], item[2], styles)
+            continue
+        for ax, (panel, quantity, _, _) in zip((ax_l, ax_r), item[1]):
+            _grouped_bars(ax, bars[(bars["panel"] == panel) & (bars["quantity"] == quantity)], styles)
+            ax.set_title(_title(panel, 55), loc="left")
+            ax.set_ylabel(QUANTITY_LABELS[quantity])
+            ax.set_xlabel("dataset")
+            if quantity == "reflective_ratio":
+                ax.set_ylim(0, 105)
+        if len(item[1]) == 1:
+            ax_r.remove()
     _legend(fig, styles, list(styles), ncols=5)
-    fig.suptitle("Self-correction: reflective responses and reflection keywords (cf. Wu et al. 2025, Table 6)",
-                 fontweight="bold")
+    fig.suptitle("Self-correction: reflective responses, reflection keywords (cf. Wu et al. 2025, Table 6) "
+                 "and what the check changes", fontweight="bold")
     return fig
 
 
@@ -270,3 +349,54 @@ def draw(name: str, table: pd.DataFrame) -> Figure:
 DRAWERS = {"length_accuracy": length_accuracy, "self_correction": self_correction,
            "difficulty": difficulty, "adar1_by_level": adar1_by_level, "pareto": pareto}
 __all__ = ["DRAWERS", "MEASURED", "draw"]
+
+
+def sweep_front(table: pd.DataFrame) -> Figure:
+    """A hyper-parameter sweep (:func:`l2s.figures.tables.sweep_points`): (left) accuracy vs mean length
+    of every evaluated value, labelled ``value #order``, the dev front dashed, its test results hollow,
+    a reference sweep's dev points in grey; (right) accuracy and length against the value."""
+    from l2s.figures.style import method_color
+
+    with style():
+        fig = new_figure(11, 4.2)
+        ax, ax_v = fig.subplots(1, 2)
+        ax_t = ax_v.twinx()
+        param = table["param"].iloc[0]
+        sweep = table[table["source"] == "sweep"].sort_values("value")
+        color = method_color(sweep["method"].iloc[0]) if len(sweep) else "#1f77b4"
+        annotations = []
+        for source, kw in (("reference", {"color": "#a6a6a6", "s": 18, "zorder": 1}),
+                           ("sweep", {"color": color, "s": 36, "zorder": 3}),
+                           ("sweep (test)", {"facecolors": "none", "edgecolors": color, "marker": "s", "s": 44,
+                                             "zorder": 3})):
+            rows = table[table["source"] == source]
+            if rows.empty:
+                continue
+            front = rows[rows["on_front"]].sort_values("mean_tokens")
+            ax.plot(front["mean_tokens"], front["accuracy"], ls="--" if source != "sweep (test)" else ":",
+                    lw=0.9, color="black" if source == "sweep" else kw.get("color", color), zorder=2)
+            ax.scatter(rows["mean_tokens"], rows["accuracy"], label=f"{source} ({len(rows)})", **kw)
+            if source == "sweep":
+                for r in rows.itertuples(index=False):
+                    annotations.append(ax.annotate(f"{r.value:g} #{r.order}", (r.mean_tokens, r.accuracy),
+                                                   xytext=_OFFSETS[0], textcoords="offset points", fontsize=6.5))
+            if source != "sweep (test)":
+                r = rows.sort_values("value")
+                ax_v.plot(r["value"], r["accuracy"], marker="o", ms=3, lw=1.2, color=kw.get("color", color),
+                          zorder=kw["zorder"])
+                ax_t.plot(r["value"], r["mean_tokens"], marker="s", ms=3, lw=1.2, ls="--",
+                          color=kw.get("color", color), zorder=kw["zorder"])
+        ax.set_xlabel("mean response length (tokens)")
+        ax.set_ylabel("accuracy, mean over datasets (%)")
+        ax.set_title("dev front (dashed) and its test results (hollow)", loc="left")
+        ax.legend(loc="lower right", frameon=False)
+        ax.margins(x=0.15, y=0.12)
+        ax_v.set_xlabel(param)
+        ax_v.set_ylabel("accuracy (%), solid")
+        ax_t.set_ylabel("mean tokens, dashed")
+        ax_t.spines["right"].set_visible(True)
+        ax_t.grid(False)
+        ax_v.set_title(f"accuracy and length against {param} (dev)", loc="left")
+        fig.suptitle(f"Sweep of {param}: {len(sweep)} dev evaluations", fontweight="bold")
+        _place_labels(fig, annotations)
+    return fig

@@ -99,10 +99,37 @@ def length_accuracy(runs: Runs) -> pd.DataFrame:
     return _sort(pd.concat([measured, *reported], ignore_index=True))
 
 
+CORRECTION_QUANTITIES = ("correction_rate", "harmful_check_rate", "unchanged_check_rate")
+
+
+def correction_panel(size: str, dataset: str) -> str:
+    return f"{size} · {dataset} — measured, by level"
+
+
+def _corrections(runs: Runs) -> pd.DataFrame:
+    """Per (run, dataset, level) of the runs whose metrics record interim answers: the correction,
+    harmful-check and unchanged-check rates (%) among the ``checked`` responses (those with an answer
+    boxed before their first reflection keyword, :func:`l2s.eval.metrics.correction`); NaN where none
+    was checked. Empty when no run records them (metrics of an l2s before interim answers)."""
+    lv = runs.levels[~runs.levels["sweep"] & runs.levels["checked"].notna()].copy()
+    if lv.empty:
+        return pd.DataFrame()
+    lv["label"] = display_labels(lv)
+    return pd.concat([pd.DataFrame({
+        "source": MEASURED, "panel": [correction_panel(s, ds) for s, ds in zip(lv["size"], lv["dataset"])],
+        "size": lv["size"], "run": lv["run"], "role": lv["role"], "method": lv["method"], "label": lv["label"],
+        "dataset": lv["dataset"], "quantity": quantity, "value": lv[quantity].astype(float),
+        "level": lv["level"].astype(int), "checked": lv["checked"].astype(int)}) for quantity in CORRECTION_QUANTITIES],
+        ignore_index=True)
+
+
 def self_correction(runs: Runs) -> pd.DataFrame:
     """Reflective-response ratio (%) and keyword hits per response, per dataset and run (Wu et al. 2025
-    Table 6 for the reported ratio at 7B; Tables 3-4 for reported keyword hits at 14B and 32B).
-    Long format: one row per (panel, method, dataset, quantity)."""
+    Table 6 for the reported ratio at 7B; Tables 3-4 for reported keyword hits at 14B and 32B), then
+    whether the reflection corrects answers, by level, for the runs that record interim answers
+    (:func:`_corrections`; the papers report no such rate). Long format: one row per (panel, method,
+    dataset, quantity), and per level for the correction rates, whose rows alone fill the columns
+    ``level`` and ``checked`` (the table of runs without interim answers has neither)."""
     d = _measured(runs)
     d["label"] = display_labels(d)
     parts = []
@@ -127,7 +154,16 @@ def self_correction(runs: Runs) -> pd.DataFrame:
     out = _sort(pd.concat(parts, ignore_index=True))
     panel_rank = {p: i for i, p in enumerate(dict.fromkeys(out["panel"]))}
     rank = [(panel_rank[p], q != "reflective_ratio") for p, q in zip(out["panel"], out["quantity"])]
-    return out.iloc[sorted(range(len(out)), key=rank.__getitem__)].reset_index(drop=True)
+    out = out.iloc[sorted(range(len(out)), key=rank.__getitem__)].reset_index(drop=True)
+    corrections = _corrections(runs)
+    if corrections.empty:
+        return out
+    corrections = _sort(corrections, by_level=True)
+    order = {q: i for i, q in enumerate(CORRECTION_QUANTITIES)}
+    corrections = corrections.iloc[sorted(range(len(corrections)), key=lambda i: (
+        size_order(str(corrections["size"].iloc[i])), corrections["panel"].iloc[i],
+        order[corrections["quantity"].iloc[i]]))].reset_index(drop=True)
+    return pd.concat([out, corrections], ignore_index=True)
 
 
 def difficulty(runs: Runs) -> pd.DataFrame:
@@ -209,3 +245,30 @@ def pareto(runs: Runs) -> pd.DataFrame:
     for _, idx in out.groupby("panel", sort=False).groups.items():
         out.loc[idx, "on_front"] = pareto_front(out.loc[idx, "mean_tokens"].tolist(), out.loc[idx, "accuracy"].tolist())
     return out
+
+
+def sweep_points(record: dict, reference: dict | None = None) -> pd.DataFrame:
+    """The points of a hyper-parameter sweep (``sweep.json`` of :mod:`l2s.sweep`): one row per dev
+    evaluation (``source`` ``sweep``) and per test evaluation of its dev front (``sweep (test)``), and,
+    given the record of a ``reference`` sweep (a grid), its dev evaluations (``reference``); accuracy
+    in %, mean tokens, ``on_front`` within its source and split."""
+    from l2s.runs import method_key
+
+    rows = []
+    for source, rec in (("sweep", record), ("reference", reference)):
+        if rec is None:
+            continue
+        key = method_key(rec["method"])
+        for p in rec["points"]:
+            for split, block in (("dev", p["dev"]), ("test", p.get("test"))):
+                if block is None or (split == "test" and source == "reference"):
+                    continue
+                rows.append({"source": source if split == "dev" else f"{source} (test)", "method": key,
+                             "param": rec["param"], "value": p["value"], "order": p["order"], "split": split,
+                             "accuracy": 100.0 * block["accuracy"], "mean_tokens": block["mean_tokens"]})
+    columns = ["source", "method", "param", "value", "order", "split", "accuracy", "mean_tokens", "on_front"]
+    out = pd.DataFrame(rows, columns=columns[:-1])
+    out["on_front"] = False
+    for _, idx in out.groupby("source", sort=False).groups.items():
+        out.loc[idx, "on_front"] = pareto_front(out.loc[idx, "mean_tokens"].tolist(), out.loc[idx, "accuracy"].tolist())
+    return out.sort_values(["source", "value"], kind="stable").reset_index(drop=True)[columns]
