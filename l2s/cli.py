@@ -40,6 +40,7 @@ SUBCOMMAND_MODULES = [
     "l2s.dpo.cli",
     "l2s.merge.s1k",
     "l2s.merge.cli",
+    "l2s.sweep",
     "l2s.figures.cli",
     "l2s.study",
 ]

@@ -15,7 +15,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 PAIRING = "ipynb,py:percent"
-STUDY_NOTEBOOKS = ["00_models", "01_merge", "02_evaluate", "03_adar1", "04_figures", "05_explore"]
+STUDY_NOTEBOOKS = ["00_models", "01_merge", "02_evaluate", "03_adar1", "04_figures", "05_explore", "06_sweep"]
 
 
 def _cells(nb) -> list[tuple]:
