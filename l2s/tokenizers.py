@@ -3,7 +3,7 @@
 transformers 5 maps ``model_type: qwen2`` to ``Qwen2Tokenizer`` in ``AutoTokenizer`` whatever
 ``tokenizer_config.json`` declares, and ``Qwen2Tokenizer`` rebuilds a byte-level BPE from the vocabulary.
 That is right for real Qwen checkpoints and garbles every other tokenizer saved with a Qwen2 model,
-such as the toy world's word-level one ("2<>6 →6" comes back as "266"). So l2s loads every tokenizer
+such as a word-level one (the toy world's first tokenizer: "2<>6 →6" came back as "266"). So l2s loads every tokenizer
 here: a ``tokenizer.json`` whose model is not BPE is loaded as the ``PreTrainedTokenizerFast`` it was
 saved as; anything else (hub ids, real Qwen/R1 tokenizers) goes through ``AutoTokenizer``.
 """

@@ -22,9 +22,11 @@
 # fine-tuned on short solutions.
 #
 # On a CPU we use the *toy world* (`l2s.toy`): tiny Qwen2 models trained on a shell game whose
-# difficulty levels 1-5 play the role of MATH levels. The quick model glances at the first round and
-# answers, the slow one tracks every round and then double-checks it (“Wait, let me double-check”), the
-# short one tracks only the first four rounds — exact on easy problems, a guess on hard ones. On a
+# difficulty levels 1-5 play the role of MATH levels (1 to 8 swaps). The quick model glances at the first
+# swap and answers; the slow one tracks every swap in a hasty first pass that overlooks a sleight of hand
+# (a swap of neighbouring cups), states an interim answer, then double-checks (“Wait, let me
+# double-check”) and corrects it when the first pass slipped — more often on harder levels; the short
+# one tracks only the first four swaps — exact on easy problems, a guess on hard ones. On a
 # GPU box the same notebook only records the real checkpoints' hub ids or paths. Without a GPU,
 # `standins` writes tiny random Qwen2 pairs laid out like a real pair
 # (`l2s.standins`: the real tokenizers and chat templates, vocabulary rows, tied or untied embeddings,

@@ -61,7 +61,8 @@ def study_in(root: Path, config: Path):
 
 @pytest.fixture(scope="module")
 def micro_model(tmp_path_factory) -> Path:
-    """A random 2-layer Qwen2 over the toy world's word-level tokenizer (fast to train: DPO, SFT tests)."""
+    """A random 2-layer Qwen2 over the toy world's byte-level BPE tokenizer, one embedding row per token
+    (fast to train: DPO, SFT tests)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -69,10 +70,9 @@ def micro_model(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     tok = build_tokenizer()
-    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    assert len(tok) <= config.vocab_size
     path = tmp_path_factory.mktemp("micro") / "model"
     Qwen2ForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)

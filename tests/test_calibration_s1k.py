@@ -189,15 +189,15 @@ def test_parquet_source(tmp_path):
 # -- the calibration passes ------------------------------------------------------------------------
 
 transformers = pytest.importorskip("transformers")
-from test_merge import qwen2, save  # noqa: E402
+from test_merge import VOCAB, qwen2, save  # noqa: E402
 
-TEXTS = ["Eight cups stand in a row . The ball is under cup 3 .", "Where is the ball ? The answer is \\boxed{2}",
-         "Wait , let me re-check : the ball moved from cup 3 to cup 5 , so the answer is 5 ."]
+TEXTS = ["Eight cups stand in a row . The ball is under cup C .", "The answer is \\boxed{F}",
+         "Wait , let me double-check . start→C CF→F FH→H The answer is \\boxed{H}"]
 
 
 def tied_qwen2(seed):
     torch.manual_seed(seed)
-    cfg = transformers.Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+    cfg = transformers.Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                    tie_word_embeddings=True)
     return transformers.Qwen2ForCausalLM(cfg)
@@ -262,7 +262,8 @@ def test_truncation_is_counted():
 def test_calibrated_merges_run_on_the_written_files(pair, tmp_path, caplog):
     write(tmp_path / "calibration", n=5)
     short, long = str(tmp_path / "calibration" / s1k.SHORT), str(tmp_path / "calibration" / s1k.LONG)
-    kw = dict(base=pair["base"], models=[pair["m1"]], calibration_max_tokens=64)
+    cap = 192  # toy BPE tokens: more than any short answer of the sample has, fewer than any long one
+    kw = dict(base=pair["base"], models=[pair["m1"]], calibration_max_tokens=cap)
     with caplog.at_level("WARNING", logger="l2s.merge.calibration"):
         aim = merge(MergeConfig(method="aim+ties", calibration=[short], params={"k": 0.8, "omega": 0.4},
                                 out=str(tmp_path / "aim"), **kw))
@@ -270,10 +271,10 @@ def test_calibrated_merges_run_on_the_written_files(pair, tmp_path, caplog):
                                  out=str(tmp_path / "sens"), **kw))
     aim_meta = calibration.aim_metadata(json.loads((aim / "l2s_merge.json").read_text())["stats"]["aim"]["path"])
     assert aim_meta["dtype"] == "float32" and aim_meta["truncation"]["texts"] == 5
-    assert aim_meta["truncation"]["truncated"] == 0  # the short answers fit 64 toy tokens
+    assert aim_meta["truncation"]["truncated"] == 0  # the short answers fit
     stats = json.loads(open(json.loads((sens / "l2s_merge.json").read_text())["stats"]["sens"]["path"]).read())
     assert stats["dtype"] == "float32" and stats["calibration"] == [long, short]
     long_cut, short_cut = stats["truncation"]
-    assert long_cut["truncated"] == 5 and long_cut["longest"] > 64 and short_cut["truncated"] == 0
-    assert "5 of 5 calibration texts" in caplog.text and "cut to their first 64 tokens" in caplog.text
+    assert long_cut["truncated"] == 5 and long_cut["longest"] > cap and short_cut["truncated"] == 0
+    assert "5 of 5 calibration texts" in caplog.text and f"cut to their first {cap} tokens" in caplog.text
     assert stats["logit_distance"][0][1] > 0 and all(v > 0 for v in stats["layer_sensitivity"][1].values())

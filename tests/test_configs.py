@@ -113,9 +113,17 @@ def test_toy_config_covers_every_method_sizes_sweep_and_adar1():
     for prefix, scale in (("toy-s-", "1.5B"), ("toy-m-", "7B"), ("toy-l-", "14B")):
         for method, params in _merges(steps, prefix).items():
             check_table7(method, params, scale)
-    sweep = [s for s in steps if s.parameters.get("tags", {}).get("sweep")]
-    alphas = sorted(s.parameters["merge_run"] for s in sweep)
-    assert len(sweep) >= 4 and all(s.name.startswith("toy-s-") for s in sweep), alphas
+    # the merge hyper-parameter search on s (l2s sweep): TA's α, adaptive against a grid the study runs, and
+    # TIES's k; each search sees at least 4 points
+    sweeps = [s for s in steps if s.notebook.stem == "06_sweep"]
+    assert all(s.name.startswith("toy-s-") and s.parameters["models_run"] == "runs/toy-s-models"
+               for s in sweeps), [s.name for s in sweeps]
+    assert {("task_arithmetic", "alpha"), ("ties", "k")} <= {(s.parameters["method"], s.parameters["param"])
+                                                              for s in sweeps}
+    assert all(s.parameters.get("budget", s.parameters.get("grid", 0)) >= 4 for s in sweeps)
+    grids = {s.run_dir.as_posix() for s in sweeps if s.parameters.get("grid")}
+    references = {s.parameters["reference_run"] for s in sweeps if s.parameters.get("reference_run")}
+    assert references and references <= grids
     assert [s.name for s in steps if s.notebook.stem == "03_adar1"] == ["toy-s-adar1"]
 
 

@@ -65,7 +65,7 @@ def standin(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("standin")
     torch.manual_seed(0)
     tok = build_tokenizer()
-    config = Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                          tie_word_embeddings=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(root / "model")
@@ -79,8 +79,9 @@ def standin(tmp_path_factory) -> dict[str, Path]:
         for style, rows in runs.items():
             for k in range(4):
                 text, wrong = task.solution(p, style), style == "long" and k == 3
-                if wrong:
-                    text = text.replace(f"\\boxed{{{p.answer}}}", f"\\boxed{{{p.answer % 8 + 1}}}")
+                if wrong:  # the final answer moved to the next cup
+                    other = task.CUPS[(task.CUPS.index(p.answer) + 1) % task.N_CUPS]
+                    text = text.replace(f"\\boxed{{{p.answer}}}", f"\\boxed{{{other}}}")
                 rows.append({"id": f"p{n}", "dataset": "toy", "level": p.level, "sample": k, "prompt": prompt,
                              "response": text, "correct": not wrong, "n_tokens": len(tok(text)["input_ids"])})
     for style, rows in runs.items():

@@ -9,7 +9,7 @@ import pytest
 
 from l2s.cli import main
 from l2s.figures import FIGURES, make_figures
-from l2s.figures.tables import pareto_front
+from l2s.figures.tables import pareto_front, wilson_interval
 
 
 def _block(n, acc, tokens, refl, hits, by_level=None):
@@ -156,11 +156,56 @@ def test_self_correction_by_level_for_runs_with_interim_answers(tmp_path):
     assert pd.isna(ties.loc[("correction_rate", 5), "value"]) and ties.loc[("correction_rate", 5), "checked"] == 0
     bars = table[table["quantity"] == "reflective_ratio"]
     assert bars["level"].isna().all() and "s-quick" in set(bars["run"])  # the bars keep every run
-    texts = _figure_texts(draw("self_correction", table))
+    fig = draw("self_correction", table)
+    texts = _figure_texts(fig)
     assert "toy-m · toy — measured, by level: no response boxed an answer before its first reflection" in texts
     assert "no run records interim answers" not in texts
     assert "toy-s · toy — measured, by level — % of the checked responses" in texts
     assert "68 in all its runs" in texts  # 4+8+...+20 of the slow run, 4 x 2 of TIES
+    assert "bars: 95% Wilson intervals" in texts
+    # the error bars drawn are the CSV's interval: TIES level 1, 1 of 2 checked -> [9.45, 90.55] %
+    assert ties.loc[("correction_rate", 1), "value_lo"] == pytest.approx(9.453, abs=1e-3)
+    assert ties.loc[("correction_rate", 1), "value_hi"] == pytest.approx(90.547, abs=1e-3)
+    ax = next(a for a in fig.axes if a.get_title(loc="left").startswith("toy-s · toy"))
+    bars = {tuple(round(float(v), 3) for v in (seg[0][0], seg[0][1], seg[1][1]))
+            for coll in ax.collections for seg in coll.get_segments() if len(seg)}
+    assert (1.0, 9.453, 90.547) in bars
+    expected = c[c["panel"].str.startswith("toy-s") & c["value"].notna()]
+    assert {(float(r.level), round(r.value_lo, 3), round(r.value_hi, 3))
+            for r in expected[expected["quantity"] != "unchanged_check_rate"].itertuples()} == bars
+
+
+def test_wilson_interval_hand_numbers():
+    """Wilson (1927) 95% score interval: 7 of 52, 0 of 10, 10 of 10; NaN where nothing was observed."""
+    lo, hi = wilson_interval([7 / 52, 0.0, 1.0, 0.5, float("nan")], [52, 10, 10, 2, 0])
+    assert lo[:4] == pytest.approx([0.06677, 0.0, 0.72246, 0.09453], abs=1e-5)
+    assert hi[:4] == pytest.approx([0.25274, 0.27754, 1.0, 0.90547], abs=1e-5)
+    assert pd.isna(lo[4]) and pd.isna(hi[4])
+    narrow_lo, narrow_hi = wilson_interval(7 / 52, 5200)  # 100 times the problems: about a tenth as wide
+    assert narrow_hi - narrow_lo == pytest.approx((hi[0] - lo[0]) / 10, rel=0.1)
+
+
+def test_self_correction_csv_has_the_wilson_interval(tmp_path):
+    """The CSV written holds what is drawn: value_lo/value_hi beside every rate, the Wilson interval of
+    value/100 over n = checked (NaN where none was checked), around the rate."""
+    runs = write_runs(tmp_path / "runs", {k: RUNS[k] for k in ("s-slow", "s-ties")})
+    _add_corrections(runs / "s-slow", lambda lv: (52 if lv == 1 else 10, 7 / 52 if lv == 1 else 0.0, 0.0, 1.0))
+    _add_corrections(runs / "s-ties", lambda lv: (0, 0, 0, 0) if lv == 5 else (10, 1.0, 0.0, 0.0))
+    make_figures(runs, tmp_path / "fig", only=["self_correction"])
+    df = _csv(tmp_path / "fig", "self_correction")
+    assert {"value_lo", "value_hi", "checked", "level"} <= set(df.columns)
+    c = df[df["level"].notna()]
+    assert df.loc[df["level"].isna(), ["value_lo", "value_hi"]].isna().all().all()  # the bars have none
+    lo, hi = wilson_interval(c["value"] / 100, c["checked"])
+    assert c["value_lo"].to_numpy() == pytest.approx(100 * lo, nan_ok=True)
+    assert c["value_hi"].to_numpy() == pytest.approx(100 * hi, nan_ok=True)
+    drawn = c[c["value"].notna()]
+    assert ((drawn["value_lo"] <= drawn["value"]) & (drawn["value"] <= drawn["value_hi"])).all()
+    bounds = c[c["quantity"] == "correction_rate"].set_index(["run", "level"])[["value_lo", "value_hi"]]
+    assert bounds.loc[("s-slow", 1)].tolist() == pytest.approx([6.677, 25.274], abs=1e-3)  # 7 of 52
+    assert bounds.loc[("s-slow", 2)].tolist() == pytest.approx([0.0, 27.754], abs=1e-3)  # 0 of 10
+    assert bounds.loc[("s-ties", 3)].tolist() == pytest.approx([72.246, 100.0], abs=1e-3)  # 10 of 10
+    assert bounds.loc[("s-ties", 5)].isna().all()  # none checked
 
 
 def test_self_correction_without_interim_answers_notes_each_size(figures):
@@ -170,7 +215,7 @@ def test_self_correction_without_interim_answers_notes_each_size(figures):
 
     _, out, _ = figures
     df = _csv(out, "self_correction")
-    assert "level" not in df.columns and "checked" not in df.columns
+    assert not {"level", "checked", "value_lo", "value_hi"} & set(df.columns)
     assert set(df["quantity"]) == {"reflective_ratio", "keyword_hits"}
     texts = _figure_texts(draw("self_correction", df))
     for size in ("toy-s", "toy-m"):

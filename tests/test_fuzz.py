@@ -67,7 +67,7 @@ def world(micro_model, tmp_path_factory):
 def generations(style: str) -> list[dict]:
     """Rows of a sampled run: two problems, two samples each; the long model right, the short one wrong."""
     return [{"id": pid, "dataset": "toy", "level": 1, "sample": s, "prompt": f"Q{pid}", "messages": None,
-             "response": f"{style} answer {pid}-{s} \\boxed{{{1 if style == 'long' else 2}}}",
+             "response": f"{style} answer {pid}-{s} \\boxed{{{'G' if style == 'long' else 'B'}}}",
              "correct": style == "long", "n_tokens": 5 + s + (10 if style == "long" else 0)}
             for pid in ("p1", "p2") for s in range(2)]
 
@@ -95,7 +95,8 @@ def user_dir(tmp: Path) -> Path:
 
 
 def toy_row(**change) -> str:
-    row = {"id": "a", "problem": "2<>6", "answer": "1", "level": 1, **change}
+    row = {"id": "a", "problem": "The ball is under cup B . Moves : BG . Where is the ball ?", "answer": "G",
+           "level": 1, **change}
     return json.dumps(row) + "\n"
 
 
@@ -712,7 +713,8 @@ def test_sampled_generation_does_not_depend_on_its_batch(micro_model):
     from l2s.eval.sampling import SamplingConfig
 
     be = HFBackend(str(micro_model), batch_size=5, dtype="float32")
-    reqs = [Request(("toy", str(i), s), f"{i} <> {i + 1} -> ? {'x ' * (i % 3)}") for i in range(5) for s in range(2)]
+    reqs = [Request(("toy", str(i), s), f"Moves : {chr(65 + i)}{chr(66 + i)} . Where ? {'x ' * (i % 3)}")
+            for i in range(5) for s in range(2)]
     sampling = SamplingConfig(max_new_tokens=12, temperature=0.9, top_p=0.9, top_k=40, n=2, seed=7)
     batched = {r.key: g.token_ids for b in be.generate(reqs, sampling, progress=False) for r, g in b}
     be.batch_size = 1

@@ -17,8 +17,12 @@ from l2s.tokenizers import load_tokenizer
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
+from l2s.toy.tokenizer import build_tokenizer  # noqa: E402
 
-def qwen2(seed, vocab=99, inter=64):
+VOCAB = len(build_tokenizer())  # one embedding row per toy token: every id the tokenizer gives is in range
+
+
+def qwen2(seed, vocab=VOCAB, inter=64):
     torch.manual_seed(seed)
     cfg = transformers.Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=inter, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -27,8 +31,6 @@ def qwen2(seed, vocab=99, inter=64):
 
 
 def save(model, path, shard="20KB"):
-    from l2s.toy.tokenizer import build_tokenizer
-
     model.save_pretrained(path, max_shard_size=shard)
     build_tokenizer().save_pretrained(path)
     return str(path)
@@ -124,19 +126,19 @@ def test_reads_are_bounded_by_the_block_not_the_tensor(ckpts, tmp_path, tiny_blo
     monkeypatch.setattr(SafetensorsFile, "read", spy)
     run(ckpts, tmp_path, "dare+ties", params={"k": 0.8, "p": 0.3})
     biggest = max(v.numel() for v in state(ckpts["base"]).values())
-    assert biggest == 99 * 32 and max(sizes) == 64  # 2 rows of 32, never a whole 99 x 32 tensor
+    assert biggest == VOCAB * 32 and max(sizes) == 64  # 2 rows of 32, never a whole VOCAB x 32 tensor
 
 
 def test_vocabulary_mismatch_block_by_block(ckpts, tmp_path, tiny_blocks):
     big = qwen2(1)
-    big.resize_token_embeddings(107)
+    big.resize_token_embeddings(VOCAB + 8)
     big_path = save(big, tmp_path / "big")
     out = merge(MergeConfig(method="ties", base=ckpts["base"], models=[big_path], out=str(tmp_path / "out"),
                             params={"k": 0.5}))
     got, b, m = state(out), state(ckpts["base"]), state(big_path)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        want = METHODS["ties"].fn(b[name], [m[name][:99]], k=0.5, alpha=1.0)
-        assert torch.equal(got[name][:99], want) and torch.equal(got[name][99:], m[name][99:])
+        want = METHODS["ties"].fn(b[name], [m[name][:VOCAB]], k=0.5, alpha=1.0)
+        assert torch.equal(got[name][:VOCAB], want) and torch.equal(got[name][VOCAB:], m[name][VOCAB:])
 
 
 def test_global_trim_threshold_is_the_whole_model_kth_value(ckpts, tmp_path):
@@ -229,25 +231,25 @@ def test_output_is_a_loadable_hf_checkpoint(ckpts, tmp_path):
 
 def test_vocabulary_mismatch_merges_common_rows(ckpts, tmp_path):
     big = qwen2(1)
-    big.resize_token_embeddings(107)
+    big.resize_token_embeddings(VOCAB + 8)
     big_path = save(big, tmp_path / "big")
     cfg = MergeConfig(method="task_arithmetic", base=ckpts["base"], models=[big_path], out=str(tmp_path / "out"),
                       params={"alpha": 0.5})
     out = merge(cfg)
     got, b, m = state(out), state(ckpts["base"]), state(big_path)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        assert got[name].shape[0] == 107
-        assert torch.equal(got[name][:99], b[name] + 0.5 * (m[name][:99] - b[name]))
-        assert torch.equal(got[name][99:], m[name][99:])
-    assert json.loads((out / "config.json").read_text())["vocab_size"] == 107
+        assert got[name].shape[0] == VOCAB + 8
+        assert torch.equal(got[name][:VOCAB], b[name] + 0.5 * (m[name][:VOCAB] - b[name]))
+        assert torch.equal(got[name][VOCAB:], m[name][VOCAB:])
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == VOCAB + 8
     record = json.loads((out / "l2s_merge.json").read_text())["vocab_mismatch"]
-    assert record["common_rows"] == 99 and record["output_rows"] == 107
+    assert record["common_rows"] == VOCAB and record["output_rows"] == VOCAB + 8
     assert sorted(record["tensors"]) == ["lm_head.weight", "model.embed_tokens.weight"]
     transformers.AutoModelForCausalLM.from_pretrained(out).generate(torch.tensor([[1, 2]]), max_new_tokens=2)
-    # the base as tokenizer source: its 99 rows
+    # the base as tokenizer source: its VOCAB rows
     small = merge(MergeConfig(method="task_arithmetic", base=ckpts["base"], models=[big_path], params={"alpha": 0.5},
                               out=str(tmp_path / "small"), tokenizer_source=ckpts["base"]))
-    assert state(small)["lm_head.weight"].shape[0] == 99
+    assert state(small)["lm_head.weight"].shape[0] == VOCAB
 
 
 def cli_merge(ckpts, out, *extra, models="m1"):
@@ -364,7 +366,7 @@ def test_rows_blocks_hashes_and_threads(ckpts, tmp_path, monkeypatch):
     name = "model.embed_tokens.weight"
     assert torch.equal(ck.read(name, (10, 13)), full[name][10:13])
     with pytest.raises(ValueError, match="has no rows"):
-        ck.read(name, (98, 100))
+        ck.read(name, (VOCAB - 1, VOCAB + 1))  # the last row and one past the end
     (tmp_path / "w").mkdir()
     w = ShardWriter(tmp_path / "w", [("a", torch.float32, (4, 2))], 10**6)
     with pytest.raises(RuntimeError, match="got 24 bytes, planned"):

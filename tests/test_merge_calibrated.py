@@ -13,7 +13,7 @@ from l2s.tokenizers import load_tokenizer
 transformers = pytest.importorskip("transformers")
 from test_merge import qwen2, save, state  # noqa: E402
 
-TEXTS = ["Eight cups stand in a row . The ball is under cup 3 .", "Where is the ball ? The answer is \\boxed{2}"]
+TEXTS = ["Eight cups stand in a row . The ball is under cup C .", "Where is the ball ? The answer is \\boxed{F}"]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("calib")
     paths = {n: save(qwen2(i), root / n) for i, n in enumerate(["base", "m1"])}
     calib = root / "calib.jsonl"
-    calib.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{1}"}) + "\n" for t in TEXTS))
+    calib.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{F}"}) + "\n" for t in TEXTS))
     return paths, calib
 
 

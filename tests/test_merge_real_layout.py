@@ -23,15 +23,16 @@ from l2s.merge.methods.task_vector import dare
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
+from l2s.toy.tokenizer import build_tokenizer  # noqa: E402
+
 HEAD, EMBED = "lm_head.weight", "model.embed_tokens.weight"
-TEXTS = ["Eight cups stand in a row . The ball is under cup 3 .", "Where is the ball ? The answer is \\boxed{2}"]
+VOCAB = len(build_tokenizer())  # embedding rows, one per toy token (the wide tied base has 16 more)
+TEXTS = ["Eight cups stand in a row . The ball is under cup C .", "Where is the ball ? The answer is \\boxed{F}"]
 
 
-def qwen2(path, seed, *, tied, vocab=320, positions=4096, max_length=None, eos=None):
+def qwen2(path, seed, *, tied, vocab=VOCAB, positions=4096, max_length=None, eos=None):
     """A tiny random Qwen2 checkpoint (several shards) with the toy tokenizer; ``max_length``: its
     tokenizer_config.json's model_max_length."""
-    from l2s.toy.tokenizer import build_tokenizer
-
     torch.manual_seed(seed)
     cfg = transformers.Qwen2Config(hidden_size=64, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=2,
                                    intermediate_size=128, vocab_size=vocab, max_position_embeddings=positions,
@@ -53,7 +54,7 @@ def ck(tmp_path_factory):
         "ft1": qwen2(root / "ft1", 1, tied=False),
         "ft2": qwen2(root / "ft2", 2, tied=False),
         "tied2": qwen2(root / "tied2", 3, tied=True),
-        "tied336": qwen2(root / "tied336", 4, tied=True, vocab=336),
+        "tied_wide": qwen2(root / "tied_wide", 4, tied=True, vocab=VOCAB + 16),
         # 7B layout: untied, 4k-context System 1, 128k-context System 2
         "base4k": qwen2(root / "base4k", 5, tied=False, positions=4096, max_length=4096, eos=5),
         "slow128k": qwen2(root / "slow128k", 6, tied=False, positions=131072, max_length=16384, eos=7),
@@ -197,43 +198,43 @@ def small_blocks(monkeypatch):
 
 
 def test_tied_base_with_more_vocabulary_rows(ck, tmp_path, small_blocks):
-    """A 336-row tied System 1, 320-row untied fine-tunes: the 320 common rows are merged, block by
-    block, from the base's embeddings; the extra rows come from the tokenizer source."""
-    b, m1, m2 = state(ck["tied336"]), state(ck["ft1"]), state(ck["ft2"])
+    """A tied System 1 with 16 more vocabulary rows than the untied fine-tunes: the VOCAB common rows are
+    merged, block by block, from the base's embeddings; the extra rows come from the tokenizer source."""
+    b, m1, m2 = state(ck["tied_wide"]), state(ck["ft1"]), state(ck["ft2"])
 
     def ta(e0, name):
         return e0 + 0.7 * ((m1[name] - e0) + (m2[name] - e0))
 
-    out = do_merge(ck, tmp_path, "task_arithmetic", ["ft1", "ft2"], base="tied336", params={"alpha": 0.7})
+    out = do_merge(ck, tmp_path, "task_arithmetic", ["ft1", "ft2"], base="tied_wide", params={"alpha": 0.7})
     got = state(out)
-    assert got[HEAD].shape[0] == 320 and torch.equal(got[HEAD], ta(b[EMBED][:320], HEAD))
-    assert torch.equal(got[EMBED], ta(b[EMBED][:320], EMBED))
-    assert config(out)["vocab_size"] == 320
+    assert got[HEAD].shape[0] == VOCAB and torch.equal(got[HEAD], ta(b[EMBED][:VOCAB], HEAD))
+    assert torch.equal(got[EMBED], ta(b[EMBED][:VOCAB], EMBED))
+    assert config(out)["vocab_size"] == VOCAB
     assert_untied_loadable(out, got)
 
-    out = do_merge(ck, tmp_path, "task_arithmetic", ["ft1", "ft2"], base="tied336", params={"alpha": 0.7},
-                   tokenizer_source=ck["tied336"], name="base-source")
+    out = do_merge(ck, tmp_path, "task_arithmetic", ["ft1", "ft2"], base="tied_wide", params={"alpha": 0.7},
+                   tokenizer_source=ck["tied_wide"], name="base-source")
     got = state(out)
-    assert got[HEAD].shape[0] == 336 and got[EMBED].shape[0] == 336
-    assert torch.equal(got[HEAD][:320], ta(b[EMBED][:320], HEAD))
-    assert torch.equal(got[HEAD][320:], b[EMBED][320:]) and torch.equal(got[EMBED][320:], b[EMBED][320:])
+    assert got[HEAD].shape[0] == VOCAB + 16 and got[EMBED].shape[0] == VOCAB + 16
+    assert torch.equal(got[HEAD][:VOCAB], ta(b[EMBED][:VOCAB], HEAD))
+    assert torch.equal(got[HEAD][VOCAB:], b[EMBED][VOCAB:]) and torch.equal(got[EMBED][VOCAB:], b[EMBED][VOCAB:])
     rec = record(out)
     assert sorted(rec["vocab_mismatch"]["tensors"]) == [HEAD, EMBED]
-    assert rec["vocab_mismatch"]["common_rows"] == 320 and rec["vocab_mismatch"]["output_rows"] == 336
-    assert rec["tied_embeddings"]["lm_head_from_embed_tokens"] == [ck["tied336"]]
+    assert rec["vocab_mismatch"]["common_rows"] == VOCAB and rec["vocab_mismatch"]["output_rows"] == VOCAB + 16
+    assert rec["tied_embeddings"]["lm_head_from_embed_tokens"] == [ck["tied_wide"]]
     cfg = config(out)
-    assert cfg["vocab_size"] == 336 and cfg["tie_word_embeddings"] is False
+    assert cfg["vocab_size"] == VOCAB + 16 and cfg["tie_word_embeddings"] is False
     assert_untied_loadable(out, got)
 
 
 def test_lore_on_the_tied_layout_with_a_vocabulary_mismatch(ck, tmp_path):
     """A whole-tensor merge reads the aliased lm_head's common rows and appends the source's extra rows."""
     params = {"mu": 0.05, "iters": 2, "alpha": 0.9}
-    out = do_merge(ck, tmp_path, "lore", ["ft1"], base="tied336", params=params, tokenizer_source=ck["tied336"])
-    got, b, m1 = state(out), effective(ck["tied336"]), state(ck["ft1"])
+    out = do_merge(ck, tmp_path, "lore", ["ft1"], base="tied_wide", params=params, tokenizer_source=ck["tied_wide"])
+    got, b, m1 = state(out), effective(ck["tied_wide"]), state(ck["ft1"])
     for name in (HEAD, EMBED):
-        want = METHODS["lore"].fn(b[name][:320], [b[name][:320], m1[name]], mu=0.05, iters=2, alpha=0.9)
-        assert torch.equal(got[name][:320], want) and torch.equal(got[name][320:], b[EMBED][320:])
+        want = METHODS["lore"].fn(b[name][:VOCAB], [b[name][:VOCAB], m1[name]], mu=0.05, iters=2, alpha=0.9)
+        assert torch.equal(got[name][:VOCAB], want) and torch.equal(got[name][VOCAB:], b[EMBED][VOCAB:])
 
 
 def test_7b_layout_takes_the_longest_context(ck, tmp_path, caplog):
@@ -313,7 +314,7 @@ def test_raised_context_keeps_a_scaled_rope_of_the_source(ck, tmp_path):
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    path.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{1}"}) + "\n" for t in TEXTS))
+    path.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{F}"}) + "\n" for t in TEXTS))
     return str(path)
 
 

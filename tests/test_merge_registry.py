@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = ["Eight cups stand in a row . The ball is under cup 3 .", "Where is the ball ? The answer is \\boxed{2}"]
+TEXTS = ["Eight cups stand in a row . The ball is under cup C .", "Where is the ball ? The answer is \\boxed{F}"]
 
 
 # -- the registry --------------------------------------------------------------------------------------
@@ -108,9 +108,9 @@ def qwen2(path, seed, tied=False):
     from l2s.toy.tokenizer import build_tokenizer
 
     torch.manual_seed(seed)
-    cfg = transformers.Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                   tie_word_embeddings=tied)
+    cfg = transformers.Qwen2Config(vocab_size=len(build_tokenizer()), hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=256, tie_word_embeddings=tied)
     model = transformers.Qwen2ForCausalLM(cfg)
     if seed:  # a fine-tune: the base plus a small task vector, so merges stay near both
         torch.manual_seed(0)
@@ -135,7 +135,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     paths = {n: qwen2(root / n, i) for i, n in enumerate(["base", "ft1", "ft2"])}
     calib = root / "calib.jsonl"
-    calib.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{1}"}) + "\n" for t in TEXTS))
+    calib.write_text("".join(json.dumps({"problem": t, "solution": "The answer is \\boxed{F}"}) + "\n" for t in TEXTS))
     return root, paths, str(calib)
 
 

@@ -38,7 +38,7 @@ def test_micro_family_is_built_cached_and_loads(micro_family, tmp_path):
     assert type(model).__name__ == "Qwen2ForCausalLM"
     tok = load_tokenizer(dirs["slow"])
     text = task.solution(task.sample_problem(__import__("random").Random(3), 5), "long")
-    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text  # the saved word-level tokenizer
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
     prompt = tok.apply_chat_template(prompt_messages(task.sample_problem(__import__("random").Random(0), 3).text()),
                                      add_generation_prompt=True, tokenize=False)
     enc = tok([prompt, prompt], return_tensors="pt", add_special_tokens=False)
@@ -84,17 +84,31 @@ def test_unknown_size_is_a_clear_error():
     assert family.DEFAULT_SIZE in family.SIZES and torch.__version__.startswith("2.13")
 
 
-def test_every_l2s_loader_reads_toy_checkpoints_as_saved(micro_family):
-    """transformers 5 turns any Qwen2 tokenizer into a byte-level BPE; l2s must load the saved one."""
+def test_toy_checkpoints_are_standard_for_auto_tokenizer_and_hf_backend(micro_family):
+    """A toy checkpoint is a byte-level BPE Qwen2 checkpoint: AutoTokenizer, l2s's loader and the HF backend
+    give the same ids and exact text, and its heads are 32 wide (vLLM's smallest)."""
+    from transformers import AutoConfig, AutoTokenizer
+
     from l2s.eval.backends.hf import HFBackend
-    from l2s.tokenizers import saved_tokenizer_model
+    from l2s.tokenizers import load_tokenizer, saved_tokenizer_model
 
     _, dirs = micro_family
-    assert saved_tokenizer_model(dirs["quick"]) == "WordLevel"
+    text = task.solution(task.sample_problem(__import__("random").Random(4), 4), "long", check=True)
+    for role, path in dirs.items():
+        assert saved_tokenizer_model(path) == "BPE", role
+        auto, ours = AutoTokenizer.from_pretrained(path), load_tokenizer(path)
+        ids = auto(text, add_special_tokens=False).input_ids
+        assert ours(text, add_special_tokens=False).input_ids == ids and auto.decode(ids) == text
+        config = AutoConfig.from_pretrained(path)
+        assert config.hidden_size // config.num_attention_heads == 32
     backend = HFBackend(str(dirs["quick"]), batch_size=2)
-    text = task.solution(task.sample_problem(__import__("random").Random(4), 4), "long")
     assert backend.tokenizer.decode(backend.tokenizer(text, add_special_tokens=False).input_ids) == text
-    assert backend.tokenizer.unk_token_id not in backend.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def test_every_size_has_heads_vllm_supports():
+    for size in family.SIZES.values():
+        assert size.hidden_size // size.num_attention_heads == 32, size.name
+        assert size.num_attention_heads % size.num_key_value_heads == 0, size.name
 
 
 def test_corrupt_tokenizer_file_is_a_clear_error(tmp_path):
@@ -118,8 +132,8 @@ def test_stage_examples_are_seeded_level_balanced_and_follow_the_curriculum():
 
     def level(ex):
         prompt = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab == -100]
-        n_moves = sum(t in task.MOVES for t in tok.convert_ids_to_tokens(prompt))
-        return next(lv for lv, k in task.SWAPS_PER_LEVEL.items() if k == n_moves)
+        n_moves = sum(t.lstrip("Ġ") in task.MOVES for t in tok.convert_ids_to_tokens(prompt))
+        return next(lv for lv, k in task.ROUNDS.items() if k == n_moves)
 
     assert {level(ex) for ex in a[:80]} <= {1, 2}
     assert {level(ex) for ex in a[80:]} == {1, 2, 3, 4, 5}

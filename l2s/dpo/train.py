@@ -31,7 +31,9 @@ then joins, truncates at ``max_length`` and pads them; ``input_ids`` / ``complet
 ``sft`` variant, as :mod:`l2s.sft` does). Rows whose prompt alone fills ``max_length`` are dropped (no
 completion token would be left, TRL's rule under ``keep_start``). ``l2s_train.json``'s
 ``tokenization`` records the scheme, where the prompts came from, and the counts. Where the chat
-template keeps a response whole (the toy template) these are exactly the ids TRL trained on before.
+template keeps a response whole (the toy's ChatML) these are the ids of TRL's own
+rendering but for the newline the template writes after each response's eos, which the sampled model
+never wrote (generation stops at the eos).
 
 How to launch it (one process, several GPUs with DeepSpeed ZeRO-3, CPU processes): see :mod:`l2s.dpo`.
 

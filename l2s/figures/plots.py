@@ -134,11 +134,19 @@ def _correction_rows(table: pd.DataFrame, size: str) -> list[tuple[str, pd.DataF
 
 
 def _rate_lines(ax, rows: pd.DataFrame, quantity: str, styles, ls: str) -> None:
+    """One line per series, with its 95% Wilson interval (``value_lo``, ``value_hi``) as error bars
+    drawn in the line's colour and style."""
     r = rows[rows["quantity"] == quantity]
     for lab in dict.fromkeys(r["label"]):
         x = r[r["label"] == lab].sort_values("level")
         color, hatch = styles[lab]
-        ax.plot(x["level"], x["value"].to_numpy(dtype=float), marker=_marker(hatch), ms=4, lw=1.4, color=color, ls=ls)
+        value = x["value"].to_numpy(dtype=float)
+        ax.plot(x["level"], value, marker=_marker(hatch), ms=4, lw=1.4, color=color, ls=ls)
+        if "value_lo" in x:
+            err = np.stack([value - x["value_lo"].to_numpy(dtype=float), x["value_hi"].to_numpy(dtype=float) - value])
+            bars = ax.errorbar(x["level"], value, yerr=err, fmt="none", ecolor=color, elinewidth=0.8, capsize=2,
+                               alpha=0.6)
+            bars.lines[2][0].set_linestyle(ls)
 
 
 def _nothing_to_draw(rows: pd.DataFrame | None) -> bool:
@@ -159,7 +167,7 @@ def _correction_axes(ax_c, ax_u, panel: str, rows: pd.DataFrame | None, styles) 
     ax_c.legend(handles=[Line2D([], [], color="black", ls=ls, label=CORRECTION_LABELS[q]) for q, ls in
                          (("correction_rate", "-"), ("harmful_check_rate", ":"))], loc="best", frameon=False)
     ax_c.set_title(_title(f"{panel} — % of the checked responses (answer boxed before the first reflection "
-                          f"keyword; {checked} in all its runs)", 55), loc="left")
+                          f"keyword; {checked} in all its runs; bars: 95% Wilson intervals)", 55), loc="left")
     ax_c.set_ylabel("checked responses (%)")
     ax_u.set_ylabel("checked responses unchanged (%)")
     for ax in (ax_c, ax_u):
@@ -172,8 +180,9 @@ def self_correction(table: pd.DataFrame) -> Figure:
     """(b) Reflective-response ratio and keyword hits per response, per dataset and method; below each
     measured size, whether the reflection corrects the interim answer (the last box before the first
     reflection keyword), by level and dataset: wrong → right and right → wrong (left), unchanged (right),
-    as % of the checked responses. A size without such data gets a one-line note instead of empty axes;
-    the reported panels (the papers give no such rate) follow."""
+    as % of the checked responses, each point with its 95% Wilson score interval as error bars. A size
+    without such data gets a one-line note instead of empty axes; the reported panels (the papers give no
+    such rate) follow."""
     bars = table[~table["quantity"].isin(CORRECTION_LABELS)]
     cells = list(dict.fromkeys(zip(bars["panel"], bars["quantity"], bars["source"] == MEASURED, bars["size"])))
     layout: list[tuple] = []  # ("bars", cells) or ("rates", panel, rows)

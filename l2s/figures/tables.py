@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from l2s import reference
@@ -102,6 +103,21 @@ def length_accuracy(runs: Runs) -> pd.DataFrame:
 CORRECTION_QUANTITIES = ("correction_rate", "harmful_check_rate", "unchanged_check_rate")
 
 
+def wilson_interval(p, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson (1927) score interval of a proportion ``p`` (a fraction) observed in ``n`` trials:
+    centre ``(p + z²/2n) / (1 + z²/n)``, half-width ``z·sqrt(p(1−p)/n + z²/4n²) / (1 + z²/n)``;
+    ``z = 1.96`` is the 95% interval. Element-wise over arrays; NaN where ``n`` is 0 or ``p`` is NaN.
+    (Neither scipy nor statsmodels is a dependency, so the formula is written out here.)"""
+    p = np.asarray(p, dtype=float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z2n = np.where(n > 0, z * z / n, np.nan)
+        centre = (p + z2n / 2) / (1 + z2n)
+        half = z * np.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+
 def correction_panel(size: str, dataset: str) -> str:
     return f"{size} · {dataset} — measured, by level"
 
@@ -109,18 +125,25 @@ def correction_panel(size: str, dataset: str) -> str:
 def _corrections(runs: Runs) -> pd.DataFrame:
     """Per (run, dataset, level) of the runs whose metrics record interim answers: the correction,
     harmful-check and unchanged-check rates (%) among the ``checked`` responses (those with an answer
-    boxed before their first reflection keyword, :func:`l2s.eval.metrics.correction`); NaN where none
-    was checked. Empty when no run records them (metrics of an l2s before interim answers)."""
+    boxed before their first reflection keyword, :func:`l2s.eval.metrics.correction`), with their 95%
+    Wilson score interval (``value_lo``, ``value_hi``, %; :func:`wilson_interval` of the rate over
+    ``n = checked``); NaN where none was checked. Empty when no run records them (metrics of an l2s
+    before interim answers)."""
     lv = runs.levels[~runs.levels["sweep"] & runs.levels["checked"].notna()].copy()
     if lv.empty:
         return pd.DataFrame()
     lv["label"] = display_labels(lv)
-    return pd.concat([pd.DataFrame({
-        "source": MEASURED, "panel": [correction_panel(s, ds) for s, ds in zip(lv["size"], lv["dataset"])],
-        "size": lv["size"], "run": lv["run"], "role": lv["role"], "method": lv["method"], "label": lv["label"],
-        "dataset": lv["dataset"], "quantity": quantity, "value": lv[quantity].astype(float),
-        "level": lv["level"].astype(int), "checked": lv["checked"].astype(int)}) for quantity in CORRECTION_QUANTITIES],
-        ignore_index=True)
+    parts = []
+    for quantity in CORRECTION_QUANTITIES:
+        value = lv[quantity].astype(float)
+        lo, hi = wilson_interval(value.to_numpy() / 100, lv["checked"].to_numpy(dtype=float))
+        parts.append(pd.DataFrame({
+            "source": MEASURED, "panel": [correction_panel(s, ds) for s, ds in zip(lv["size"], lv["dataset"])],
+            "size": lv["size"], "run": lv["run"], "role": lv["role"], "method": lv["method"], "label": lv["label"],
+            "dataset": lv["dataset"], "quantity": quantity, "value": value,
+            "level": lv["level"].astype(int), "checked": lv["checked"].astype(int),
+            "value_lo": 100 * lo, "value_hi": 100 * hi}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def self_correction(runs: Runs) -> pd.DataFrame:
@@ -129,7 +152,8 @@ def self_correction(runs: Runs) -> pd.DataFrame:
     whether the reflection corrects answers, by level, for the runs that record interim answers
     (:func:`_corrections`; the papers report no such rate). Long format: one row per (panel, method,
     dataset, quantity), and per level for the correction rates, whose rows alone fill the columns
-    ``level`` and ``checked`` (the table of runs without interim answers has neither)."""
+    ``level``, ``checked`` and the 95% Wilson interval ``value_lo``, ``value_hi`` (the table of runs
+    without interim answers has none of them)."""
     d = _measured(runs)
     d["label"] = display_labels(d)
     parts = []

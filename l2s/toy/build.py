@@ -29,13 +29,13 @@ from l2s.toy import tokenizer as toy_tokenizer
 log = logging.getLogger(__name__)
 ROLES = ("quick", "slow", "short")
 CARD = "l2s_toy_card.json"
-TASK_VERSION = 4  # bump when the task's text or solution formats change: cached models are then rebuilt
+TASK_VERSION = 5  # bump when the task's text or solution formats change: cached models are then rebuilt
 
 
 def recipe_fingerprint(size: str) -> dict:
     return {"task_version": TASK_VERSION, "size": asdict(family.get_size(size)),
             "recipe": family.get_recipe(size).to_dict(), "vocab": toy_tokenizer.vocabulary(),
-            "swaps_per_level": task.SWAPS_PER_LEVEL}
+            "rounds": task.ROUNDS, "dealer": [task.P_BALL, task.P_NEIGHBOUR, task.P_CHECK, task.CHECK_ROUNDS]}
 
 
 def family_dir(size: str, cache: Path | None = None) -> Path:

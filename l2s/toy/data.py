@@ -21,6 +21,5 @@ def write_splits(out: str | Path, n_per_level: dict[str, int], seed: int = 0,
             io.write_jsonl(tmp / f"{split}.jsonl", split_rows)
         io.atomic_write_json(tmp / "meta.json", {"task": "shell-game", "seed": seed,
                                                  "n_per_level": n_per_level,
-                                                 "swaps_per_level": task.SWAPS_PER_LEVEL,
-                                                 "n_cups": task.N_CUPS, "n_slots": task.N_SLOTS})
+                                                 "rounds": task.ROUNDS, "n_cups": task.N_CUPS})
     return [out / f"{s}.jsonl" for s in rows]

@@ -63,29 +63,32 @@ class Recipe:
 
 
 SIZES = {
-    # micro: one head of 32, the smallest head vLLM's CPU attention takes (32, 64, 80, 96, 112, 128, ...),
-    # so tests/test_vllm_cpu.py runs on it. As small as that allows: trained with its short recipe, a
-    # larger micro (hidden 64, 2 layers) answers so uniformly that Ada-R1 finds no preference pair.
+    # Every head is 32 wide: the smallest head vLLM's CPU attention takes (32, 64, 80, 96, 112, 128, ...),
+    # so vLLM runs every toy checkpoint unchanged. micro: as small as that allows (tests).
     "micro": ToySize("micro", hidden_size=32, num_hidden_layers=1, intermediate_size=64,
                      num_attention_heads=1, num_key_value_heads=1),
-    "s": ToySize("s", hidden_size=48, num_hidden_layers=3, intermediate_size=128),
-    "m": ToySize("m", hidden_size=64, num_hidden_layers=4, intermediate_size=192),
-    "l": ToySize("l", hidden_size=96, num_hidden_layers=4, intermediate_size=288),
+    "s": ToySize("s", hidden_size=64, num_hidden_layers=4, intermediate_size=192,
+                 num_attention_heads=2, num_key_value_heads=1),
+    "m": ToySize("m", hidden_size=64, num_hidden_layers=6, intermediate_size=192,
+                 num_attention_heads=2, num_key_value_heads=1),
+    "l": ToySize("l", hidden_size=96, num_hidden_layers=4, intermediate_size=256,
+                 num_attention_heads=3, num_key_value_heads=1),
 }
 DEFAULT_SIZE = "s"
 
 _quick_mix = {"direct": 0.6, "terse": 0.4}
 RECIPES = {
-    "micro": Recipe(quick=Stage(_quick_mix, steps=30, lr=3e-3, batch_size=16),
-                    slow=Stage({"long": 1.0}, steps=10, lr=1e-3, batch_size=16),
-                    short=Stage({"short": 1.0}, steps=5, lr=1e-3, batch_size=16),
+    # micro: long enough that its models solve some problems (Ada-R1's pairs need them), a few seconds
+    "micro": Recipe(quick=Stage(_quick_mix, steps=150, lr=3e-3, batch_size=16),
+                    slow=Stage({"long": 1.0}, steps=30, lr=1e-3, batch_size=16),
+                    short=Stage({"short": 1.0}, steps=10, lr=1e-3, batch_size=16),
                     n_train_per_level=50),
-    "s": Recipe(quick=Stage(_quick_mix, steps=1000, lr=3e-3), slow=Stage({"long": 1.0}, steps=500, lr=5e-4),
+    "s": Recipe(quick=Stage(_quick_mix, steps=1000, lr=3e-3), slow=Stage({"long": 1.0}, steps=800, lr=1e-3),
                 short=Stage({"short": 1.0}, steps=200, lr=5e-4)),
-    "m": Recipe(quick=Stage(_quick_mix, steps=800, lr=3e-3), slow=Stage({"long": 1.0}, steps=500, lr=5e-4),
+    "m": Recipe(quick=Stage(_quick_mix, steps=800, lr=2.5e-3), slow=Stage({"long": 1.0}, steps=700, lr=8e-4),
                 short=Stage({"short": 1.0}, steps=150, lr=5e-4)),
-    "l": Recipe(quick=Stage(_quick_mix, steps=600, lr=2e-3), slow=Stage({"long": 1.0}, steps=250, lr=3e-4),
-                short=Stage({"short": 1.0}, steps=100, lr=3e-4)),
+    "l": Recipe(quick=Stage(_quick_mix, steps=800, lr=2e-3), slow=Stage({"long": 1.0}, steps=800, lr=1e-3),
+                short=Stage({"short": 1.0}, steps=150, lr=5e-4)),
 }
 
 

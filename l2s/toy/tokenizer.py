@@ -1,17 +1,25 @@
-"""A word-level tokenizer for the toy task, saved as a standard ``PreTrainedTokenizerFast``.
+"""The toy tokenizer: a byte-level BPE built as transformers' own ``Qwen2Tokenizer``.
 
-Every word of the task's closed vocabulary is one token (one token per number, move and state),
-whitespace separates words, and the chat template is Qwen2.5's ChatML, so that transformers
-``generate``, TRL and vLLM use it like any Qwen tokenizer. A hand-built word-level vocabulary
-because a learned BPE would split moves like ``3<>7`` into several tokens.
+It is a Qwen2.5 tokenizer in everything but its vocabulary: the same pre-tokenizer (Qwen2's split regex,
+then byte-level), NFC normalizer, byte-level decoder, special tokens and ChatML chat template. So
+``AutoTokenizer.from_pretrained(<toy checkpoint>)``, vLLM (text prompts), TRL, lm-eval or mergekit load it
+exactly as l2s does, and any text round-trips (the 256 byte symbols are in the vocabulary).
+
+The vocabulary is the 256 byte symbols plus a merge chain per *word* of the task's texts (a word being
+a piece of Qwen2's pre-tokenizer split, such as ``" CF"``, ``"→F"`` or ``"{F"``): written by hand, not
+learned, because a BPE learned from the task's texts would depend on word frequencies and might leave a
+rare move in two pieces; with one chain per word every cup, move and position is one token. Cups are
+letters because Qwen2's regex splits every digit into its own piece (``" 3"`` is two tokens).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from l2s.toy import task
 
-PAD, EOS, BOS_CHAT, UNK = "<|endoftext|>", "<|im_end|>", "<|im_start|>", "<unk>"
-SPECIAL = [PAD, BOS_CHAT, EOS, UNK]
+PAD, EOS, BOS_CHAT = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
+SPECIAL = [PAD, BOS_CHAT, EOS]
 
 # ChatML as in Qwen2.5, without a default system message.
 CHAT_TEMPLATE = (
@@ -21,37 +29,73 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# Words of prompts the evaluation may send (the qwen25-math-cot system prompt), so they are not <unk>.
-PROMPT_TEXT = ("system user assistant Please reason step by step, and put your final answer "
-               "within \\boxed{}.")
+# Text of prompts the evaluation may send (the qwen25-math-cot system prompt, role names): whole tokens too.
+PROMPT_TEXT = ("system\nuser\nassistant\nPlease reason step by step, and put your final answer within "
+               "\\boxed{}.\n")
 
 
-def vocabulary() -> list[str]:
-    words: list[str] = list(SPECIAL)
-    texts = [task.PROBLEM_HEAD, task.PROBLEM_TAIL, task.COT_HEAD, task.DOUBLE_CHECK, task.SHORT_HEAD,
-             task.ANSWER, PROMPT_TEXT, ","]
-    pieces = [w for t in texts for w in t.split()]
-    pieces += task.CUPS + task.MOVES + [task.PASS] + task.STATES + task.ANSWERS
-    for w in pieces:
-        if "{" in w and w not in task.ANSWERS and w != "\\boxed{}.":
-            continue  # format placeholders such as {start}
-        if w not in words:
-            words.append(w)
-    return words
+def corpus() -> list[str]:
+    """Every text whose words get a token: the task's fixed phrases and every cup, move and position."""
+    texts = [task.PROBLEM.format(start=c, moves=" ".join(task.MOVES)) for c in task.CUPS]
+    phrases = [task.COT_HEAD, *task.DOUBLE_CHECKS, task.SHORT_HEAD, task.ANSWER.format(answer="A")]
+    texts += phrases + [" " + t for t in phrases] + [PROMPT_TEXT]  # at the start of a response, and inside
+    texts += [" " + " ".join([f"start→{c}"] + [f"{m}→{c}" for m in task.MOVES]) for c in task.CUPS]
+    texts += [" " + task.ANSWER.format(answer=c) for c in task.CUPS]
+    return texts
+
+
+def _gpt2_bytes() -> dict[int, str]:
+    """GPT-2's byte-to-symbol map, the one ``ByteLevel`` uses (printable bytes map to themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none applies."""
+    while len(pieces) > 1:
+        pairs = [(ranks.get(p, len(ranks)), i) for i, p in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges): the byte symbols, then for every word of :func:`corpus` in order of appearance
+    the merges that join what BPE makes of it so far, left to right, into one token."""
+    import regex
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    symbols = _gpt2_bytes()
+    vocab = {symbols[b]: b for b in range(256)}
+    ranks: dict[tuple[str, str], int] = {}
+    split = regex.compile(PRETOKENIZE_REGEX)
+    for text in corpus():
+        for word in split.findall(text):
+            pieces = _bpe([symbols[b] for b in word.encode("utf-8")], ranks)
+            prefix = pieces[0]
+            for piece in pieces[1:]:
+                ranks[prefix, piece] = len(ranks)
+                prefix += piece
+                vocab.setdefault(prefix, len(vocab))
+    return vocab, list(ranks)
 
 
 def build_tokenizer():
-    """A ``PreTrainedTokenizerFast`` over :func:`vocabulary`, with pad/eos and the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The toy ``Qwen2Tokenizer``: pad ``<|endoftext|>``, eos ``<|im_end|>``, ChatML template, left padding."""
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
-    vocab = {w: i for i, w in enumerate(vocabulary())}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token=UNK, pad_token=PAD, eos_token=EOS,
-        additional_special_tokens=[BOS_CHAT], model_max_length=512, padding_side="left",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    vocab, merges = vocabulary()
+    tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=EOS, pad_token=PAD,
+                         additional_special_tokens=[BOS_CHAT], model_max_length=512, padding_side="left")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
