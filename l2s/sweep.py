@@ -699,18 +699,13 @@ def config_from_args(args) -> SweepConfig:
     """The ``--config`` file's fields, overridden by the flags given (``--fixed`` adds to ``params``)."""
     from l2s.cli import UserError
     from l2s.config import merge, options_from_args, parse, where_of
-    from l2s.merge.config import parse_value
+    from l2s.merge.config import parse_assignments
 
     options = options_from_args(SweepConfig, args)
     if args.calibration:
         files = [c for c in args.calibration.split(",") if c]
         options["calibration"] = files[0] if len(files) == 1 else files
-    fixed = {}
-    for item in args.fixed:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise UserError(f"--fixed {item!r}: expected NAME=VALUE, e.g. --fixed k=0.8")
-        fixed[name.strip()] = parse_value(value)
+    fixed = parse_assignments(args.fixed, "--fixed")
     options = merge(options, {"params": fixed}) if fixed else options
     missing = [k for k in ("out", "method", "param", "low", "high") if options.get(k) is None]
     if missing:

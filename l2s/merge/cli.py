@@ -38,18 +38,13 @@ def config_from_args(args) -> MergeConfig:  # noqa: F821
     """The ``--config`` file's fields, overridden by the flags given (``--param`` adds to its ``params``)."""
     from l2s.cli import UserError
     from l2s.config import merge, options_from_args, where_of
-    from l2s.merge.config import MergeConfig, parse_value
+    from l2s.merge.config import MergeConfig, parse_assignments
 
     options = options_from_args(MergeConfig, args)
     for key in ("models", "calibration"):
         if isinstance(getattr(args, key), str):  # comma-separated on the command line
             options[key] = [x for x in getattr(args, key).split(",") if x]
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise UserError(f"--param {item!r}: expected NAME=VALUE, e.g. --param k=0.8")
-        params[name.strip()] = parse_value(value)
+    params = parse_assignments(args.param, "--param")
     options = merge(options, {"params": params}) if params else options
     missing = [k for k in ("method", "models", "out") if not options.get(k)]
     if missing:

@@ -114,6 +114,17 @@ def parse_value(text: str) -> Any:
     return text.strip()
 
 
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """Repeated ``NAME=VALUE`` flags (``--param k=0.8``) as a dict, each value by :func:`parse_value`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} k=0.8")
+        out[name.strip()] = parse_value(value)
+    return out
+
+
 def parse_size(size: int | str) -> int:
     """``"5GB"`` → 5·10⁹ bytes (also KB/MB/GB/KiB/MiB/GiB or a plain number of bytes)."""
     if isinstance(size, int):
