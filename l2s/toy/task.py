@@ -45,7 +45,7 @@ ROUNDS = {1: 1, 2: 2, 3: 4, 4: 6, 5: 8}
 SPLITS = ("train", "dev", "test")
 # The dealer: each swap moves the ball with probability P_BALL; a ball-moving swap is a sleight of hand
 # (to a neighbouring cup) with probability P_NEIGHBOUR, so a swap is a slip for the hasty first pass with
-# probability P_BALL * P_NEIGHBOUR = 6%: at least one in 6% of level-1 and 39% of level-5 problems.
+# probability P_BALL * P_NEIGHBOUR = 6%: at least one in 6% of level-1 and 43% of level-5 problems.
 P_BALL = 0.5
 P_NEIGHBOUR = 0.12
 P_CHECK = 0.8  # share of the System-2 teacher's solutions that double-check after the interim answer
@@ -53,8 +53,6 @@ CHECK_ROUNDS = 7  # the check re-derives the last 7 swaps at most: level 5's fir
 
 CUPS = [chr(ord("A") + i) for i in range(N_CUPS)]
 MOVES = [a + b for i, a in enumerate(CUPS) for b in CUPS[i + 1:]]
-STATES = [f"→{c}" for c in CUPS]
-ANSWERS = [f"\\boxed{{{c}}}" for c in CUPS]
 
 PROBLEM = "Eight cups stand in a row . The ball is under cup {start} . Moves : {moves} . Where is the ball ?"
 COT_HEAD = "Let me track the ball ."
@@ -63,7 +61,6 @@ COT_HEAD = "Let me track the ball ."
 # (with one phrase, the toy s model learned a positional shortcut that failed for two-swap problems).
 DOUBLE_CHECKS = ("Wait , let me double-check .", "Wait , let me double-check the moves .",
                  "Wait , let me double-check every move again .")
-DOUBLE_CHECK = DOUBLE_CHECKS[0]
 SHORT_HEAD = "Let me be quick ."
 SHORT_ROUNDS = 4
 ANSWER = "The answer is \\boxed{{{answer}}}"
@@ -120,7 +117,8 @@ class Problem:
 
     @property
     def slips(self) -> bool:
-        """Whether the hasty first pass ends at a wrong cup (then the double-check corrects it)."""
+        """Whether the hasty first pass ends at a wrong cup (the double-check corrects it unless the slip
+        lies before the swaps it covers, :meth:`check`)."""
         return self.states(hasty=True)[-1] != self.answer
 
     def text(self) -> str:
