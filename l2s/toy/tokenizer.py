@@ -19,7 +19,6 @@ from functools import lru_cache
 from l2s.toy import task
 
 PAD, EOS, BOS_CHAT = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
-SPECIAL = [PAD, BOS_CHAT, EOS]
 
 # ChatML as in Qwen2.5, without a default system message.
 CHAT_TEMPLATE = (
@@ -44,19 +43,6 @@ def corpus() -> list[str]:
     return texts
 
 
-def _gpt2_bytes() -> dict[int, str]:
-    """GPT-2's byte-to-symbol map, the one ``ByteLevel`` uses (printable bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
-
-
 def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none applies."""
     while len(pieces) > 1:
@@ -73,9 +59,10 @@ def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """(vocab, merges): the byte symbols, then for every word of :func:`corpus` in order of appearance
     the merges that join what BPE makes of it so far, left to right, into one token."""
     import regex
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    symbols = _gpt2_bytes()
+    symbols = bytes_to_unicode()  # GPT-2's byte-to-symbol map, the one ByteLevel uses
     vocab = {symbols[b]: b for b in range(256)}
     ranks: dict[tuple[str, str], int] = {}
     split = regex.compile(PRETOKENIZE_REGEX)
