@@ -135,8 +135,10 @@ def test_results_stream_as_they_finish_and_a_left_generation_frees_the_engine(en
 
     sampling = SamplingConfig(max_new_tokens=40)
     problems = load_benchmark("toy")[:12]
+    # budgets 1..12 tokens, below the slow micro model's shortest response ("Let me track the ball .
+    # start→D The answer is \boxed{B}", 15 tokens): every request is cut at its own step, one by one
     requests = [Request(("toy", p["id"], 0), build_prompt("chat", p["problem"], engine.tokenizer),
-                        max_new_tokens=2 + 3 * i) for i, p in enumerate(problems)]  # they finish one by one
+                        max_new_tokens=1 + i) for i, p in enumerate(problems)]
     engine.yield_every = 3
     try:
         batches = list(engine.generate(requests, sampling, progress=False))
